@@ -1,0 +1,628 @@
+"""Run directories, checkpoints and exact resume for the ``hyperdnn`` command.
+
+A run lives in ``runs/RECIPE-<time>/``::
+
+    config.json       recipe name, resolved recipe config, seed, threads, device, argv
+    metrics.jsonl     one JSON object per logged step
+    results.json      final results (whatever the recipe returned, plus tables)
+    results.md        the same as markdown tables
+    *.png             plots the recipe saved
+    checkpoint-<N>/   tensors.safetensors + state.json (N = global step); LATEST names the newest
+
+A recipe's ``run(ctx)`` registers the objects whose state must survive an
+interruption (modules, optimizers, generators, dicts of tensors) with
+:meth:`RunContext.track`, gets its loop state (a JSON-able dict) from
+:meth:`RunContext.restore`, and calls :meth:`RunContext.step_done` after every
+optimizer step. The context then writes checkpoints every ``checkpoint_every``
+steps (and on Ctrl-C / SIGTERM, at the next step boundary), each holding the
+tracked objects' states, the loop state, the global step and every RNG state
+(python, numpy, torch, CUDA). Resuming restores all of it, so a resumed run ends
+with the same weights as an uninterrupted one with the same seed, thread count
+and device.
+
+Checkpoints are safetensors + JSON only (never pickle): nested state dicts are
+split into a flat ``{key: tensor}`` map and a JSON skeleton that refers to the
+tensors by key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from hyperdnn.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "RunContext",
+    "RunInterrupted",
+    "RunResult",
+    "flatten_state",
+    "load_checkpoint",
+    "make_run_dir",
+    "run_recipe",
+    "save_checkpoint",
+    "unflatten_state",
+]
+
+_LATEST = "LATEST"
+_FORMAT = "hyperdnn-run-checkpoint-v1"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised at a step boundary after Ctrl-C / SIGTERM, once the checkpoint is written."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; resume with: hyperdnn run --resume {run_dir}")
+        self.run_dir = run_dir
+        self.step = step
+
+
+# ----------------------------------------------------------------------------- state (de)serialisation
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Split a nested state (dicts, lists, tuples, tensors, scalars) into JSON + tensors.
+
+    Args:
+        obj: the nested state, e.g. ``optimizer.state_dict()``.
+        prefix: key prefix for the tensors found in ``obj``.
+        tensors: filled in place with ``{key: tensor}`` (detached, contiguous, CPU copies).
+
+    Returns:
+        A JSON-able skeleton: tensors become ``{"__tensor__": key}``, tuples
+        ``{"__tuple__": [...]}``, dicts with non-string keys ``{"__items__": [[k, v], ...]}``.
+    """
+    if isinstance(obj, torch.Tensor):
+        key = prefix
+        tensors[key] = obj.detach().to("cpu").clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: flatten_state(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
+        return {"__items__": [[_json_key(k), flatten_state(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    raise CheckpointError(f"runs: cannot store a {type(obj).__name__} at '{prefix}' (expected tensors, numbers, strings, lists, dicts)")
+
+
+def _json_key(k: Any) -> Any:
+    if isinstance(k, (str, int, float, bool)) or k is None:
+        return k
+    raise CheckpointError(f"runs: cannot store a dict key of type {type(k).__name__} ({k!r})")
+
+
+def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"runs: checkpoint refers to tensor '{key}' that tensors.safetensors does not hold")
+            return tensors[key]
+        if set(obj) == {"__tuple__"}:
+            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
+        if set(obj) == {"__items__"}:
+            return {k: unflatten_state(v, tensors) for k, v in obj["__items__"]}
+        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+def _state_of(obj: Any) -> Any:
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    if isinstance(obj, dict):
+        return dict(obj)
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    raise CheckpointError(f"runs: cannot track a {type(obj).__name__} (expected nn.Module, Optimizer, torch.Generator, dict of tensors or an object with state_dict/load_state_dict)")
+
+
+def _load_state_into(obj: Any, state: Any, name: str) -> None:
+    try:
+        if isinstance(obj, torch.Generator):
+            obj.set_state(state)
+        elif isinstance(obj, dict):
+            obj.clear()
+            obj.update(state)
+        elif isinstance(obj, torch.nn.Module):
+            obj.load_state_dict(state, strict=True)
+        else:
+            obj.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"runs: checkpoint state for '{name}' does not fit the tracked {type(obj).__name__}: {e}") from e
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _numpy_state() -> tuple:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (str(name), keys.tolist(), int(pos), int(has_gauss), float(cached))
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    py = states["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(states["cuda"]))
+
+
+def save_checkpoint(directory: Path, objects: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write tracked objects, loop state, RNG states and meta into ``directory`` (safetensors + JSON).
+
+    Args:
+        directory: created; must not exist yet.
+        objects: ``{name: tracked object}``.
+        state: the recipe's JSON-able loop state.
+        meta: extra JSON (global step, metrics offset).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {
+        "format": _FORMAT,
+        "meta": meta,
+        "state": flatten_state(state, "state", tensors),
+        "objects": {name: flatten_state(_state_of(obj), f"obj.{name}", tensors) for name, obj in objects.items()},
+        "rng": flatten_state(_rng_states(), "rng", tensors),
+    }
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "tensors.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(skeleton))
+    tmp.rename(directory)
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        ``{"meta", "state", "objects", "rng"}`` with tensors restored.
+
+    Raises:
+        CheckpointError: files missing, unreadable or of another format.
+    """
+    jpath, tpath = directory / "state.json", directory / "tensors.safetensors"
+    if not jpath.is_file() or not tpath.is_file():
+        raise CheckpointError(f"runs: checkpoint {directory} lacks state.json or tensors.safetensors")
+    try:
+        skeleton = json.loads(jpath.read_text())
+        tensors = load_file(str(tpath))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"runs: cannot read checkpoint {directory}: {e}") from e
+    if skeleton.get("format") != _FORMAT:
+        raise CheckpointError(f"runs: {jpath} has format {skeleton.get('format')!r} (expected {_FORMAT!r})")
+    return {k: unflatten_state(skeleton[k], tensors) for k in ("meta", "state", "objects", "rng")}
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory of ``run_dir``, or None."""
+    latest = run_dir / _LATEST
+    if not latest.is_file():
+        return None
+    path = run_dir / latest.read_text().strip()
+    return path if path.is_dir() else None
+
+
+# ----------------------------------------------------------------------------- the run context
+
+
+@dataclass
+class _Table:
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        def fmt(v: Any) -> str:
+            if isinstance(v, float):
+                return "nan" if math.isnan(v) else f"{v:.4g}"
+            return str(v)
+
+        lines = [f"### {self.title}", ""]
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + "|".join("---" for _ in self.headers) + "|")
+        lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+
+@dataclass
+class RunContext:
+    """What a recipe's ``run(ctx)`` gets: its config, where to write, and the checkpoint machinery.
+
+    Attributes:
+        recipe: the recipe's name.
+        config: the resolved config (an instance of the recipe's config dataclass).
+        run_dir: the run directory (exists).
+        seed: the run's seed; global RNGs are already seeded with it.
+        device: ``torch.device`` to train on.
+        threads: torch CPU threads in use.
+        data_dir: ``--data-dir`` as given, or None (the data loaders then use
+            ``HYPERDNN_DATA`` or the cache directory).
+        checkpoint_every: write a checkpoint every this many global steps (0 = only at
+            explicit :meth:`checkpoint` calls, on interrupt and at the end).
+        show_progress: draw a tqdm bar.
+        log_every: :meth:`step_done` writes its metrics to metrics.jsonl every this many steps.
+    """
+
+    recipe: str
+    config: Any
+    run_dir: Path
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    threads: int = 1
+    data_dir: Path | None = None
+    checkpoint_every: int = 500
+    show_progress: bool = True
+    global_step: int = 0
+    _objects: dict[str, Any] = field(default_factory=dict)
+    _state: dict[str, Any] | None = None
+    _resume_from: Path | None = None
+    _interrupted: bool = False
+    _bar: Any = None
+    _tables: list[_Table] = field(default_factory=list)
+    log_every: int = 10
+
+    # -- checkpointed state ------------------------------------------------------------
+
+    def track(self, **objects: Any) -> None:
+        """Register objects whose state goes into every checkpoint.
+
+        Args:
+            **objects: ``name=obj`` with obj an ``nn.Module``, an ``Optimizer``, a
+                ``torch.Generator``, a ``dict[str, Tensor]`` (restored in place) or any object
+                with ``state_dict()`` / ``load_state_dict()``. Register them before :meth:`restore`.
+        """
+        self._objects.update(objects)
+
+    def restore(self, default: dict[str, Any]) -> dict[str, Any]:
+        """The loop state: ``default`` on a fresh run, the checkpointed one on resume.
+
+        On resume this also loads every tracked object, the global step and all RNG
+        states. Returns the dict the recipe should mutate in place (it is what
+        :meth:`step_done` and :meth:`checkpoint` save).
+        """
+        if self._resume_from is None:
+            self._state = default
+            return default
+        ckpt = load_checkpoint(self._resume_from)
+        missing = set(self._objects) ^ set(ckpt["objects"])
+        if missing:
+            raise CheckpointError(f"runs: checkpoint {self._resume_from} tracks {sorted(ckpt['objects'])} but the recipe tracks {sorted(self._objects)}")
+        for name, obj in self._objects.items():
+            _load_state_into(obj, ckpt["objects"][name], name)
+        self.global_step = int(ckpt["meta"]["global_step"])
+        _truncate(self.run_dir / "metrics.jsonl", int(ckpt["meta"]["metrics_bytes"]))
+        _set_rng_states(ckpt["rng"])
+        self._state = ckpt["state"]
+        if self._bar is not None:
+            self._bar.n = self.global_step
+            self._bar.refresh()
+        return self._state
+
+    def checkpoint(self) -> Path:
+        """Write a checkpoint now (at a step boundary) and point LATEST at it."""
+        if self._state is None:
+            raise ConfigError("RunContext: call restore(default_state) before checkpoint()")
+        metrics = self.run_dir / "metrics.jsonl"
+        meta = {"global_step": self.global_step, "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0, "time": time.time()}
+        name = f"checkpoint-{self.global_step}"
+        target = self.run_dir / name
+        if target.exists():  # already saved at this step (e.g. periodic + end of task)
+            return target
+        previous = latest_checkpoint(self.run_dir)
+        save_checkpoint(target, self._objects, self._state, meta)
+        tmp = self.run_dir / (_LATEST + ".tmp")
+        tmp.write_text(name)
+        os.replace(tmp, self.run_dir / _LATEST)
+        if previous is not None and previous != target:
+            shutil.rmtree(previous, ignore_errors=True)
+        return target
+
+    def step_done(self, n: int = 1, **metrics: Any) -> None:
+        """Call after each optimizer step: counts, logs, updates the bar, checkpoints when due.
+
+        Args:
+            n: steps done (default 1).
+            **metrics: per-step values (e.g. ``loss=0.1, task=2``): shown on the progress bar and
+                written to metrics.jsonl every ``log_every`` steps (before any checkpoint, so a
+                resumed run's metrics.jsonl equals an uninterrupted run's).
+
+        Raises:
+            RunInterrupted: after Ctrl-C / SIGTERM, once the checkpoint is on disk.
+        """
+        self.global_step += n
+        if metrics and self.log_every and self.global_step % self.log_every == 0:
+            self.log(**metrics)
+            if self._bar is not None:
+                self._bar.set_postfix({k: (f"{_jsonable(v):.4g}" if isinstance(_jsonable(v), float) else v) for k, v in metrics.items()}, refresh=False)
+        if self._bar is not None:
+            self._bar.update(n)
+        if self._interrupted:
+            self.checkpoint()
+            raise RunInterrupted(self.run_dir, self.global_step)
+        if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
+            self.checkpoint()
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def progress(self, total: int, desc: str | None = None) -> None:
+        """Start the progress bar over ``total`` global steps (resumed runs start where they stopped)."""
+        if not self.show_progress:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, initial=self.global_step, desc=desc or self.recipe, dynamic_ncols=True, file=sys.stderr)
+
+    def log(self, **metrics: Any) -> None:
+        """Append ``{"step": global_step, **metrics}`` to metrics.jsonl."""
+        row = {"step": self.global_step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def table(self, title: str, headers: list[str], rows: list[list[Any]], note: str = "") -> None:
+        """Add a results table (printed at the end and written to results.md / results.json)."""
+        self._tables.append(_Table(title, list(headers), [[_jsonable(v) for v in r] for r in rows], note))
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``run_dir/name.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.run_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+
+
+# ----------------------------------------------------------------------------- running a recipe
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_recipe` returns: the run directory and the recipe's results dict."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    tables_markdown: str
+
+
+def make_run_dir(out_dir: Path, recipe: str) -> Path:
+    """Create ``out_dir/RECIPE-<YYYYmmdd-HHMMSS>`` (with a suffix if taken)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = out_dir / f"{recipe}-{stamp}"
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            i += 1
+            path = base.with_name(f"{base.name}-{i}")
+
+
+def _config_to_json(config: Any) -> dict[str, Any]:
+    if is_dataclass(config):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+    return dict(config)
+
+
+def config_from_json(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a recipe config dataclass from config.json (lists back to tuples)."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ConfigError(f"runs: config.json has fields {sorted(unknown)} that {cls.__name__} does not know")
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"run: device must be 'cpu' or 'cuda' (got {name!r})")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run: device {name!r} asked for but torch.cuda.is_available() is False (torch {torch.__version__})")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_recipe(
+    recipe: Any,
+    config: Any = None,
+    *,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    data_dir: str | Path | None = None,
+    out_dir: str | Path = "runs",
+    resume: str | Path | None = None,
+    checkpoint_every: int = 500,
+    show_progress: bool = True,
+    print_tables: bool = True,
+    argv: list[str] | None = None,
+) -> RunResult:
+    """Run a registered recipe into a run directory (or resume one).
+
+    Args:
+        recipe: a :class:`hyperdnn.recipes.Recipe` or its name.
+        config: an instance of the recipe's config dataclass (default: its defaults).
+            Ignored on resume (config.json of the run is used).
+        seed: seeds python/numpy/torch before the recipe starts.
+        threads: ``torch.set_num_threads`` for the run.
+        device: ``"cpu"`` or ``"cuda"``.
+        data_dir: data directory handed to the recipe (None: ``HYPERDNN_DATA`` / cache).
+        out_dir: where new run directories are created.
+        resume: an existing run directory to continue from its LATEST checkpoint.
+        checkpoint_every: global steps between periodic checkpoints (0 = none).
+        show_progress: draw a tqdm bar on stderr.
+        print_tables: print the results tables to stdout at the end.
+        argv: the command line, recorded in config.json.
+
+    Returns:
+        :class:`RunResult`.
+
+    Raises:
+        RunInterrupted: on Ctrl-C / SIGTERM (the checkpoint is written first).
+    """
+    from hyperdnn.recipes import get_recipe
+
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
+    if threads < 1:
+        raise ConfigError(f"run: threads must be >= 1 (got {threads})")
+    resume_from: Path | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.is_file():
+            raise CheckpointError(f"run --resume: {cfg_path} not found (expected a run directory made by 'hyperdnn run')")
+        saved = json.loads(cfg_path.read_text())
+        if saved["recipe"] != recipe.name:
+            raise ConfigError(f"run --resume: {run_dir} is a '{saved['recipe']}' run (asked to resume it as '{recipe.name}')")
+        config = config_from_json(recipe.config, saved["config"])
+        seed, device = int(saved["seed"]), saved["device"]
+        data_dir = data_dir if data_dir is not None else saved.get("data_dir")
+        checkpoint_every = int(saved.get("checkpoint_every", checkpoint_every))
+        if (run_dir / "results.json").exists():
+            raise CheckpointError(f"run --resume: {run_dir} has already finished (results.json exists); start a new run instead")
+        resume_from = latest_checkpoint(run_dir)
+        if resume_from is None:  # interrupted before the first checkpoint: start over in the same directory
+            _truncate(run_dir / "metrics.jsonl", 0)
+        if saved.get("threads") != threads:
+            print(f"note: the run used {saved.get('threads')} threads, resuming with {threads}; results may differ in the last digits", file=sys.stderr)
+    else:
+        config = recipe.config() if config is None else config
+        run_dir = make_run_dir(Path(out_dir), recipe.name)
+    dev = _device(device)
+    torch.set_num_threads(threads)
+    if resume is None:
+        record = {
+            "recipe": recipe.name,
+            "config": _config_to_json(config),
+            "seed": seed,
+            "threads": threads,
+            "device": device,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "checkpoint_every": checkpoint_every,
+            "argv": argv if argv is not None else sys.argv,
+            "torch": torch.__version__,
+        }
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    seed_everything(seed)
+    ctx = RunContext(
+        recipe=recipe.name,
+        config=config,
+        run_dir=run_dir,
+        seed=seed,
+        device=dev,
+        threads=threads,
+        data_dir=None if data_dir is None else Path(data_dir),
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
+        _resume_from=resume_from,
+    )
+    with _interrupt_flag(ctx):
+        try:
+            results = recipe.run(ctx) or {}
+        finally:
+            ctx.close_progress()
+        if ctx._state is not None:
+            ctx.checkpoint()  # the final state, loadable like any other checkpoint
+    tables_md = "\n\n".join(t.markdown() for t in ctx._tables)
+    payload = {"recipe": recipe.name, "results": results, "tables": [asdict(t) for t in ctx._tables]}
+    (run_dir / "results.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    header = f"# {recipe.name}: results\n\nRun directory `{run_dir}`, seed {seed}, {threads} thread(s), device {device}.\n\n"
+    (run_dir / "results.md").write_text(header + tables_md + "\n")
+    if print_tables and tables_md:
+        print(tables_md)
+        print(f"\nrun directory: {run_dir}")
+    return RunResult(run_dir=run_dir, results=results, tables_markdown=tables_md)
+
+
+class _interrupt_flag:
+    """While active, the first SIGINT / SIGTERM only sets a flag; the second one interrupts at once."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.saved: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.ctx._interrupted:
+            raise KeyboardInterrupt
+        self.ctx._interrupted = True
+        print("\ninterrupt: writing a checkpoint at the end of this step (press again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> "_interrupt_flag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.saved[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: keep default behaviour
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+
