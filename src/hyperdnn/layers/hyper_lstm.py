@@ -1,0 +1,447 @@
+"""HyperLSTM: an LSTM whose weights a small LSTM rescales at every step.
+
+Ha, Dai, Le 2016, "HyperNetworks" (arXiv 1609.09106), section 3.2, the
+memory-efficient weight-scaling form. At step t a small *hyper* LSTM with
+N_h units reads ``[x_t, h_{t-1}]`` and its own state and emits
+``hh_t`` (N_h). Three linear maps make the embeddings
+
+    z_x = W_zx hh_t + b_zx,   z_h = W_zh hh_t + b_zh,   z_b = W_zb hh_t     (each N_z)
+
+and three more make per-unit vectors for the 4H gate units of the main LSTM
+
+    d_x = W_dx z_x,   d_h = W_dh z_h,   b_t = W_db z_b + b_0                 (each 4H)
+
+which rescale the rows of the main LSTM's input and recurrent weights
+(a full weight matrix per step is never formed):
+
+    gates_t = LN(d_x * (W_x x_t) + d_h * (W_h h_{t-1}) + b_t)
+    c_t = sig(f) c_{t-1} + sig(i) tanh(g),   h_t = sig(o) tanh(LN(c_t))
+
+``LN`` is layer normalisation per gate (and on the cell), used only with
+``layer_norm=True``, as in the paper's "LayerNorm HyperLSTM"; the hyper cell
+is then a layer-norm LSTM too. Gate order is torch.nn.LSTM's (i, f, g, o).
+
+The hyper output used at step t is the hyper cell's output of the same step
+(as in the authors' reference code), so the scaling depends on x_t.
+
+Initialisation: the main weights as in torch.nn.LSTM (uniform +-1/sqrt(H));
+W_zx = W_zh = 0 with b_zx = b_zh = 1 and W_dx = W_dh = 1/N_z, so d_x = d_h = 1
+exactly at the start (the main LSTM starts as an ordinary LSTM); W_zb ~
+N(0, 0.01) and W_db = 0, so the dynamic bias starts at b_0; forget-gate
+biases start at 1. (The reference code starts the scalings at 0.1 under
+layer norm, which the norm makes equivalent up to its epsilon.)
+
+State format: ``(h, c)`` as in torch.nn.LSTM, with the hyper cell's state
+appended on the last dimension: ``h[..., :hidden_size]`` is the main hidden
+state, ``h[..., hidden_size:]`` the hyper cell's (hyper_size wide); likewise
+for ``c``. A state whose last dimension is only ``hidden_size`` is accepted
+as input (the hyper state then starts at zero), so code that builds
+nn.LSTM-shaped initial states keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
+
+_LN_EPS = 1e-5
+
+
+def _check_sizes(part: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HDTypeError(f"{part}: {name} must be an int (got {type(value).__name__})")
+        if value <= 0:
+            raise ConfigError(f"{part}: {name} must be > 0 (got {value})")
+
+
+def _layer_norm_gates(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
+    """Layer norm of each of ``groups`` equal slices of x (B, groups*n), gain/bias (groups*n)."""
+    b, width = x.shape
+    y = F.layer_norm(x.view(b, groups, width // groups), (width // groups,), None, None, _LN_EPS)
+    return torch.addcmul(bias, y.view(b, width), weight)  # (B, groups*n)
+
+
+def _lstm_update(
+    gates: Tensor, c: Tensor, ln_cell: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """LSTM nonlinearity on pre-activations (B, 4n) in (i, f, g, o) order; returns (h, c)."""
+    n = c.shape[1]
+    # chunk, not slicing: one SplitBackward instead of a zero-filled grad per slice
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))  # (B, n)
+    cn = c if ln_cell is None else F.layer_norm(c, (n,), ln_cell[0], ln_cell[1], _LN_EPS)
+    h = torch.sigmoid(o) * torch.tanh(cn)  # (B, n)
+    return h, c
+
+
+class HyperLSTMCell(nn.Module):
+    """One HyperLSTM layer: a main LSTM cell rescaled per step by a hyper LSTM cell.
+
+    Args:
+        input_size (int): features of x_t.
+        hidden_size (int): H, units of the main LSTM.
+        hyper_size (int, default 128): N_h, units of the hyper LSTM.
+        embedding_size (int, default 4): N_z, size of each of z_x, z_h, z_b.
+        bias (bool, default True): main bias b_0 and the dynamic bias W_db z_b.
+        layer_norm (bool, default False): layer norm on gates and cell, in both cells.
+
+    ``forward(x, state)`` runs one step: x (B, input_size) or (input_size,),
+    state ``(h, c)`` each (B, H + N_h) (or (B, H): hyper state starts at 0) or None;
+    returns the new ``(h, c)``, each (B, H + N_h). ``scan`` runs a whole
+    sequence with the input projections hoisted out of the time loop.
+
+    Paper: Ha, Dai, Le 2016, arXiv 1609.09106, section 3.2.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        hyper_size: int = 128,
+        embedding_size: int = 4,
+        bias: bool = True,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_sizes(
+            "HyperLSTMCell",
+            input_size=input_size,
+            hidden_size=hidden_size,
+            hyper_size=hyper_size,
+            embedding_size=embedding_size,
+        )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.hyper_size = hyper_size
+        self.embedding_size = embedding_size
+        self.bias = bool(bias)
+        self.layer_norm = bool(layer_norm)
+        H, Nh, Nz, I = hidden_size, hyper_size, embedding_size, input_size
+        # main LSTM, torch.nn.LSTM layout: rows are gates (i, f, g, o)
+        self.weight_ih = nn.Parameter(torch.empty(4 * H, I))
+        self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
+        self.bias_ih = nn.Parameter(torch.empty(4 * H)) if bias else None
+        # hyper LSTM, reads [x_t, h_{t-1}]
+        self.hyper_weight_ih = nn.Parameter(torch.empty(4 * Nh, I + H))
+        self.hyper_weight_hh = nn.Parameter(torch.empty(4 * Nh, Nh))
+        self.hyper_bias = nn.Parameter(torch.empty(4 * Nh))
+        # hyper output -> embeddings z_x, z_h (with bias) and z_b (without)
+        n_z = 3 if bias else 2
+        self.weight_z = nn.Parameter(torch.empty(n_z * Nz, Nh))
+        self.bias_z = nn.Parameter(torch.empty(2 * Nz))
+        # embeddings -> per-unit scalings d_x, d_h and dynamic bias
+        self.weight_dx = nn.Parameter(torch.empty(4 * H, Nz))
+        self.weight_dh = nn.Parameter(torch.empty(4 * H, Nz))
+        self.weight_db = nn.Parameter(torch.empty(4 * H, Nz)) if bias else None
+        if self.layer_norm:
+            self.ln_weight = nn.Parameter(torch.empty(4 * H))
+            self.ln_bias = nn.Parameter(torch.empty(4 * H))
+            self.ln_cell_weight = nn.Parameter(torch.empty(H))
+            self.ln_cell_bias = nn.Parameter(torch.empty(H))
+            self.hyper_ln_weight = nn.Parameter(torch.empty(4 * Nh))
+            self.hyper_ln_bias = nn.Parameter(torch.empty(4 * Nh))
+            self.hyper_ln_cell_weight = nn.Parameter(torch.empty(Nh))
+            self.hyper_ln_cell_bias = nn.Parameter(torch.empty(Nh))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise as described in the module docstring (scalings start at exactly 1)."""
+        H, Nh, Nz = self.hidden_size, self.hyper_size, self.embedding_size
+        k = 1.0 / math.sqrt(H)
+        nn.init.uniform_(self.weight_ih, -k, k)
+        nn.init.uniform_(self.weight_hh, -k, k)
+        if self.bias_ih is not None:
+            if self.layer_norm:
+                self.bias_ih.zero_()
+            else:
+                nn.init.uniform_(self.bias_ih, -k, k)
+                self.bias_ih[H : 2 * H] = 1.0
+        kh = 1.0 / math.sqrt(Nh)
+        nn.init.uniform_(self.hyper_weight_ih, -kh, kh)
+        nn.init.uniform_(self.hyper_weight_hh, -kh, kh)
+        self.hyper_bias.zero_()
+        self.weight_z.zero_()
+        self.bias_z.fill_(1.0)
+        if self.bias:
+            nn.init.normal_(self.weight_z[2 * Nz :], 0.0, 0.01)
+        self.weight_dx.fill_(1.0 / Nz)
+        self.weight_dh.fill_(1.0 / Nz)
+        if self.weight_db is not None:
+            self.weight_db.zero_()
+        if self.layer_norm:
+            for w in (self.ln_weight, self.ln_cell_weight, self.hyper_ln_weight, self.hyper_ln_cell_weight):
+                w.fill_(1.0)
+            for b in (self.ln_bias, self.ln_cell_bias, self.hyper_ln_bias, self.hyper_ln_cell_bias):
+                b.zero_()
+            self.ln_bias[H : 2 * H] = 1.0
+            self.hyper_ln_bias[Nh : 2 * Nh] = 1.0
+        else:
+            self.hyper_bias[Nh : 2 * Nh] = 1.0
+
+    @property
+    def state_size(self) -> int:
+        """Width of h and c in this cell's state: hidden_size + hyper_size."""
+        return self.hidden_size + self.hyper_size
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, hyper_size={self.hyper_size}, "
+            f"embedding_size={self.embedding_size}, bias={self.bias}, layer_norm={self.layer_norm}"
+        )
+
+    def zero_state(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero state (h, c), each (batch, H + N_h), on like's device and dtype."""
+        z = like.new_zeros(batch, self.state_size)
+        return z, z
+
+    def forward(
+        self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One step. input (B, input_size) or (input_size,); returns (h, c) each (B, H + N_h)."""
+        if not isinstance(input, Tensor):
+            raise HDTypeError(f"HyperLSTMCell: input must be a Tensor (got {type(input).__name__})")
+        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ShapeError(
+                f"HyperLSTMCell: input must be (B, {self.input_size}) or ({self.input_size},) "
+                f"(got {tuple(input.shape)})"
+            )
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        if state is not None and unbatched:
+            state = _as_pair("HyperLSTMCell", state)
+            state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
+        h0, c0 = self._initial_state(state, x.shape[0], x)
+        _, (h, c) = self.scan(x.unsqueeze(0), (h0, c0))
+        return (h[0], c[0]) if unbatched else (h, c)
+
+    def _initial_state(
+        self, state: tuple[Tensor, Tensor] | None, batch: int, like: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if state is None:
+            return self.zero_state(batch, like)
+        h, c = _as_pair("HyperLSTMCell", state)
+        out = []
+        for name, s in (("h", h), ("c", c)):
+            if s.dim() != 2 or s.shape[0] != batch or s.shape[1] not in (self.hidden_size, self.state_size):
+                raise ShapeError(
+                    f"HyperLSTMCell: state {name} must be ({batch}, {self.state_size}) or "
+                    f"({batch}, {self.hidden_size}) (got {tuple(s.shape)})"
+                )
+            if s.shape[1] == self.hidden_size:
+                s = torch.cat([s, s.new_zeros(batch, self.hyper_size)], 1)
+            out.append(s)
+        return out[0], out[1]
+
+    def scan(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run the cell over a sequence (no input checks; HyperLSTM does them).
+
+        Args:
+            x (Tensor): (T, B, input_size).
+            state (tuple): (h0, c0), each (B, H + N_h).
+
+        Returns:
+            (out, (h, c)): out (T, B, H) the main hidden states; h, c (B, H + N_h).
+        """
+        H, Nh, Nz, I = self.hidden_size, self.hyper_size, self.embedding_size, self.input_size
+        T, B, _ = x.shape
+        # everything that does not depend on the recurrence leaves the time loop
+        xw = F.linear(x, self.weight_ih)  # (T, B, 4H)
+        xhyp = F.linear(x, self.hyper_weight_ih[:, :I], self.hyper_bias)  # (T, B, 4Nh)
+        # one matmul per step serves the main LSTM and the hyper cell's h_{t-1} input
+        w_rec = torch.cat([self.weight_hh, self.hyper_weight_ih[:, I:]], 0).t()  # (H, 4H + 4Nh)
+        w_hyp = self.hyper_weight_hh.t()  # (Nh, 4Nh)
+        w_z = self.weight_z.t()  # (Nh, nz*Nz)
+        b_z = torch.cat([self.bias_z, self.bias_z.new_zeros(self.weight_z.shape[0] - 2 * Nz)])
+        d_blocks = [self.weight_dx, self.weight_dh]
+        if self.weight_db is not None:
+            d_blocks.append(self.weight_db)
+        w_d = torch.block_diag(*d_blocks).t()  # (nz*Nz, nz*4H): all three maps in one matmul
+        b_d = None
+        if self.bias_ih is not None:
+            b_d = torch.cat([self.bias_ih.new_zeros(8 * H), self.bias_ih])  # (12H,)
+        ln = (self.ln_weight, self.ln_bias) if self.layer_norm else None
+        ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.layer_norm else None
+        hyp_ln = (self.hyper_ln_weight, self.hyper_ln_bias) if self.layer_norm else None
+        hyp_ln_cell = (self.hyper_ln_cell_weight, self.hyper_ln_cell_bias) if self.layer_norm else None
+
+        h0, c0 = state
+        h, hh = h0[:, :H], h0[:, H:]
+        c, hc = c0[:, :H], c0[:, H:]
+        # unbind/split, never x[t] or slices: their backward fills a zero tensor of the
+        # whole input per step (quadratic in T); unbind's backward stacks once
+        xw_t, xhyp_t = xw.unbind(0), xhyp.unbind(0)
+        outs = []
+        for t in range(T):
+            rec_main, rec_hyp = torch.mm(h, w_rec).split([4 * H, 4 * Nh], 1)  # (B, 4H), (B, 4Nh)
+            hg = torch.addmm(xhyp_t[t] + rec_hyp, hh, w_hyp)  # (B, 4Nh)
+            if hyp_ln is not None:
+                hg = _layer_norm_gates(hg, hyp_ln[0], hyp_ln[1], 4)
+            hh, hc = _lstm_update(hg, hc, hyp_ln_cell)  # (B, Nh)
+            z = torch.addmm(b_z, hh, w_z)  # (B, nz*Nz)
+            if b_d is None:
+                d_x, d_h = torch.mm(z, w_d).chunk(2, 1)  # (B, 4H) each
+                gates = d_x * xw_t[t]
+            else:
+                d_x, d_h, b_t = torch.addmm(b_d, z, w_d).chunk(3, 1)  # (B, 4H) each
+                gates = torch.addcmul(b_t, d_x, xw_t[t])
+            gates = torch.addcmul(gates, d_h, rec_main)  # (B, 4H)
+            if ln is not None:
+                gates = _layer_norm_gates(gates, ln[0], ln[1], 4)
+            h, c = _lstm_update(gates, c, ln_cell)  # (B, H)
+            outs.append(h)
+        out = torch.stack(outs)  # (T, B, H)
+        return out, (torch.cat([h, hh], 1), torch.cat([c, hc], 1))
+
+
+def _as_pair(part: str, state: object) -> tuple[Tensor, Tensor]:
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise HDTypeError(f"{part}: state must be a tuple (h, c) of two Tensors (got {type(state).__name__})")
+    h, c = state
+    if not isinstance(h, Tensor) or not isinstance(c, Tensor):
+        raise HDTypeError(
+            f"{part}: state must be a tuple (h, c) of two Tensors (got ({type(h).__name__}, {type(c).__name__}))"
+        )
+    return h, c
+
+
+class HyperLSTM(nn.Module):
+    """A multi-layer HyperLSTM with the interface of torch.nn.LSTM.
+
+    Args:
+        input_size (int): features of x.
+        hidden_size (int): H, units of each main LSTM.
+        num_layers (int, default 1): stacked HyperLSTMCell layers, each with its own hyper cell.
+        bias (bool, default True): main and dynamic biases (see HyperLSTMCell).
+        batch_first (bool, default False): input/output are (B, T, *) instead of (T, B, *).
+        dropout (float, default 0.0): dropout on each layer's output except the last, as nn.LSTM.
+        hyper_size (int, default 128): N_h, units of each hyper LSTM.
+        embedding_size (int, default 4): N_z.
+        layer_norm (bool, default False): the paper's LayerNorm HyperLSTM.
+
+    ``forward(input, state=None)``: input (T, B, input_size) ((B, T, ...) with
+    batch_first) or unbatched (T, input_size); state ``(h0, c0)`` each
+    (num_layers, B, H + N_h) (unbatched: (num_layers, H + N_h)); a last dimension
+    of H alone is accepted (hyper state starts at 0). Returns ``(output, (h_n, c_n))``:
+    output (T, B, H) (or (B, T, H), or (T, H)), the main LSTM's hidden states of
+    the last layer; h_n, c_n (num_layers, B, H + N_h), main state first then the
+    hyper cell's (``h_n[..., :H]`` is what nn.LSTM would return).
+
+    Example:
+        >>> rnn = HyperLSTM(10, 20, num_layers=2, hyper_size=8, batch_first=True)
+        >>> out, (h, c) = rnn(torch.randn(3, 5, 10))
+        >>> out.shape, h.shape
+        (torch.Size([3, 5, 20]), torch.Size([2, 3, 28]))
+
+    Paper: Ha, Dai, Le 2016, arXiv 1609.09106, section 3.2.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        hyper_size: int = 128,
+        embedding_size: int = 4,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_sizes("HyperLSTM", num_layers=num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise ConfigError(f"HyperLSTM: dropout must be a number in [0, 1] (got {dropout!r})")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.hyper_size = hyper_size
+        self.embedding_size = embedding_size
+        self.layer_norm = bool(layer_norm)
+        self.cells = nn.ModuleList(
+            HyperLSTMCell(
+                input_size if layer == 0 else hidden_size,
+                hidden_size,
+                hyper_size=hyper_size,
+                embedding_size=embedding_size,
+                bias=bias,
+                layer_norm=layer_norm,
+            )
+            for layer in range(num_layers)
+        )
+
+    @property
+    def state_size(self) -> int:
+        """Width of h_n and c_n: hidden_size + hyper_size."""
+        return self.hidden_size + self.hyper_size
+
+    def extra_repr(self) -> str:
+        return f"batch_first={self.batch_first}, dropout={self.dropout}"
+
+    def forward(
+        self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run all layers over the sequence; see the class docstring for shapes."""
+        if not isinstance(input, Tensor):
+            raise HDTypeError(
+                f"HyperLSTM: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)"
+            )
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ShapeError(
+                f"HyperLSTM: input must be {layout} or unbatched (T, input_size) with "
+                f"input_size={self.input_size} (got {tuple(input.shape)})"
+            )
+        unbatched = input.dim() == 2
+        if unbatched:
+            x = input.unsqueeze(1)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+        if x.shape[0] == 0:
+            raise ShapeError(f"HyperLSTM: the sequence must have at least one step (got {tuple(input.shape)})")
+        h0, c0 = self._initial_state(state, x, unbatched)
+        hs, cs = [], []
+        for layer, cell in enumerate(self.cells):
+            x, (h, c) = cell.scan(x, (h0[layer], c0[layer]))
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, True)
+            hs.append(h)
+            cs.append(c)
+        h_n, c_n = torch.stack(hs), torch.stack(cs)  # (L, B, H + Nh)
+        if unbatched:
+            return x[:, 0], (h_n[:, 0], c_n[:, 0])
+        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
+
+    def _initial_state(
+        self, state: tuple[Tensor, Tensor] | None, x: Tensor, unbatched: bool
+    ) -> tuple[Tensor, Tensor]:
+        L, B = self.num_layers, x.shape[1]
+        if state is None:
+            z = x.new_zeros(L, B, self.state_size)
+            return z, z
+        h0, c0 = _as_pair("HyperLSTM", state)
+        out = []
+        for name, s in (("h0", h0), ("c0", c0)):
+            if unbatched:
+                s = s.unsqueeze(1) if s.dim() == 2 else s.new_empty(0)
+            ok = s.dim() == 3 and s.shape[:2] == (L, B) and s.shape[2] in (self.hidden_size, self.state_size)
+            if not ok:
+                want = f"({L}, {self.state_size})" if unbatched else f"({L}, {B}, {self.state_size})"
+                shape = tuple((h0 if name == "h0" else c0).shape)
+                raise ShapeError(
+                    f"HyperLSTM: state {name} must be {want} (num_layers, batch, hidden_size + hyper_size), "
+                    f"or with last dimension hidden_size={self.hidden_size} (got {shape})"
+                )
+            if s.shape[2] == self.hidden_size:
+                s = torch.cat([s, s.new_zeros(L, B, self.hyper_size)], 2)
+            out.append(s)
+        return out[0], out[1]
