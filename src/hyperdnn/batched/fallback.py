@@ -1,0 +1,40 @@
+"""The batched path for modules without a rule: ``torch.func.vmap`` over groups."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
+
+from ..errors import ShapeError
+
+
+def vmap_rule(mod, w, groups: int, batch_dim: int, *args, **kwargs):
+    """Runs ``mod`` once per group under ``vmap``; tensor inputs split along ``batch_dim``."""
+
+    def split(a):
+        if not isinstance(a, Tensor):
+            return a
+        if a.dim() <= batch_dim or a.shape[batch_dim] % groups:
+            raise ShapeError(
+                f"{type(mod).__name__}: input of shape {tuple(a.shape)} does not have a multiple of "
+                f"{groups} rows along dim {batch_dim}"
+            )
+        return a.unflatten(batch_dim, (groups, -1)).movedim(batch_dim, 0)
+
+    flat_args = tree_map(split, args)
+    flat_kwargs = tree_map(split, kwargs)
+    arg_dims = tree_map(lambda a: 0 if isinstance(a, Tensor) else None, args)
+    kw_dims = tree_map(lambda a: 0 if isinstance(a, Tensor) else None, kwargs)
+
+    patched = mod.__dict__.pop("forward", None)
+
+    def one(weights, a, kw):
+        return functional_call(mod, weights, a, kw, strict=False, tie_weights=True)
+
+    try:
+        out = vmap(one, in_dims=(0, arg_dims, kw_dims))(w, flat_args, flat_kwargs)
+    finally:
+        if patched is not None:
+            mod.forward = patched
+    return tree_map(lambda o: o.movedim(0, batch_dim).flatten(batch_dim, batch_dim + 1) if isinstance(o, Tensor) else o, out)

@@ -1,0 +1,193 @@
+"""HyperDNN: a hypernetwork and its target as one ``nn.Module``.
+
+    y = F(x; H(c; phi))
+
+The target stays an ordinary module run with ``torch.func.functional_call``
+(one weight set) or through :mod:`hyperdnn.batched` (one weight set per sample
+or per ensemble member); only phi and the target's own, non-generated
+parameters are trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map
+
+from .batched import call_batched, repeat_groups
+from .conditioning import Condition
+from .errors import HDTypeError, NonFiniteWeightsError, ShapeError
+from .hypernetwork import HyperNetwork
+from .selection import Selector
+from .summary import Summary, summarize
+from .target import TargetSpec, call_static, check_weights, prepare_target
+
+
+def check_finite(theta: dict[str, Tensor]) -> None:
+    """Raises ``NonFiniteWeightsError`` naming the first generated tensor that holds NaN or Inf."""
+    for name, t in theta.items():
+        if not torch.isfinite(t).all():
+            bad = "NaN" if torch.isnan(t).any() else "Inf"
+            raise NonFiniteWeightsError(f"HyperDNN: generated weight {name!r} holds {bad} values")
+
+
+class HyperDNN(nn.Module):
+    """A target network whose selected weights are made by a hypernetwork.
+
+    Args:
+        target: any ``nn.Module``; it is not modified (HyperDNN keeps a private copy
+            in ``self.target`` whose generated parameters are empty slots).
+        inputs: what H is conditioned on: ``TaskEmbedding``, ``External``,
+            ``DataEncoder``, ``Noise``, ``Concat`` of these, or None (no condition).
+        outputs: how theta is produced: ``GenerateOnce`` (default), ``MultiHead``,
+            ``ComponentWise``, ``ChunkWise``, ``LowRank``, ``Additive``.
+        body: H's architecture: ``MLP`` (default ``MLP(hidden=(100, 100))``), ``RNN``, ``Attention``.
+        generate: which target parameters are generated: ``"all"`` (default), module
+            types (``nn.Linear`` or a tuple), name patterns (``"fc*.weight"``), a callable
+            ``(name, param) -> bool`` or a list of these.
+        freeze: which of the remaining target parameters are frozen (same selectors).
+        batch_dim: where the batch lives in the target's input (1 for sequence-first RNNs).
+        check_finite: raise ``NonFiniteWeightsError`` naming the tensor if generated
+            weights hold NaN/Inf (costs one reduction per tensor per call).
+
+    Calling:
+        ``model(x, task=3)`` (static condition) runs the target with one weight set;
+        ``model(x, task=ids)`` with ``ids`` of shape ``(B,)`` (or ``DataEncoder``) makes one
+        weight set per sample; ``model(x, samples=k)`` (``Noise``) returns ``(k, B, ...)``.
+        Keywords that are not the inputs' keywords are passed to the target.
+
+    Example:
+        >>> model = HyperDNN(nn.Linear(4, 2), inputs=TaskEmbedding(3, 8), outputs=ChunkWise(4, 8))
+        >>> model(torch.randn(5, 4), task=1).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        target: nn.Module,
+        inputs: Any = None,
+        outputs: Any = None,
+        body: Any = None,
+        generate: Selector = "all",
+        freeze: Selector = None,
+        batch_dim: int = 0,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_dim, int) or batch_dim < 0:
+            raise HDTypeError(f"HyperDNN: batch_dim must be a non-negative int (got {batch_dim!r})")
+        target_copy, spec, initial = prepare_target(target, generate, freeze)
+        self.param_order = [n for n, _ in target.named_parameters()]
+        self.target = target_copy
+        self.spec: TargetSpec = spec
+        self.hypernetwork = HyperNetwork(spec, inputs, outputs, body, initial)
+        ref = next(iter(initial.values()))
+        if not ref.is_meta:
+            self.hypernetwork.to(device=ref.device)
+        self.batch_dim = batch_dim
+        self.check_finite = check_finite
+        self.configs = {"inputs": inputs, "outputs": outputs, "body": body}
+        self.frozen = [n for n, p in self.target.named_parameters() if not p.requires_grad]
+        self._rnn_slots = [
+            (m, i, m._flat_weights[i]) for m in self.target.modules() if isinstance(m, nn.RNNBase)
+            for i, n in enumerate(m._flat_weights_names) if n in m._buffers
+        ]
+
+    # ------------------------------------------------------------ weights
+
+    def condition(self, x: Any = None, **conditions: Any) -> Condition:
+        """The condition embedding for a call (see ``hyperdnn.conditioning``)."""
+        return self.hypernetwork.condition(x, conditions)
+
+    def weights(self, x: Any = None, **conditions: Any) -> dict[str, Tensor]:
+        """Generated weights ``{name: tensor}`` for a condition, with the target's exact shapes
+        (plus a leading batch dimension for per-sample or ensemble conditions). Differentiable.
+
+        ``x`` is needed only for a ``DataEncoder`` input.
+        """
+        theta = self.hypernetwork(self.condition(x, **conditions).z)
+        if self.check_finite:
+            check_finite(theta)
+        return theta
+
+    # ------------------------------------------------------------ running
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        keywords = self.hypernetwork.inputs.keywords
+        conditions = {k: kwargs.pop(k) for k in keywords if k in kwargs}
+        x = args[0] if args else None
+        cond = self.hypernetwork.condition(x, conditions)
+        theta = self.hypernetwork(cond.z)
+        if self.check_finite:
+            check_finite(theta)
+        if cond.mode == "static":
+            return self._static(theta, args, kwargs)
+        if cond.mode == "per_sample":
+            self._check_batch(args, cond.z.shape[0])
+            return call_batched(self.target, theta, cond.z.shape[0], args, kwargs, self.batch_dim)
+        return self._ensemble(theta, cond.z.shape[0], args, kwargs)
+
+    def run_target(self, x: Any, weights: dict[str, Tensor], *args: Any, **kwargs: Any) -> Any:
+        """Runs the target on ``(x, *args, **kwargs)`` with the given generated weights.
+
+        Args:
+            weights: ``{name: tensor}`` for every generated parameter, each of the
+                parameter's shape (one weight set) or ``(G, *shape)`` (``G`` sets; the
+                batch of ``x`` then holds ``G * n`` rows, group-major).
+        """
+        groups = check_weights(self.spec, weights)
+        all_args = (x, *args)
+        if groups is None:
+            return self._static(weights, all_args, kwargs)
+        return call_batched(self.target, weights, groups, all_args, kwargs, self.batch_dim)
+
+    def _static(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
+        try:
+            return call_static(self.target, theta, args, kwargs)
+        finally:
+            # nn.RNNBase keeps its own list of weight tensors; drop the generated ones.
+            for mod, i, slot in self._rnn_slots:
+                mod._flat_weights[i] = slot
+
+    def _check_batch(self, args: tuple, groups: int) -> None:
+        x = args[0] if args else None
+        if isinstance(x, Tensor):
+            bd = self.batch_dim
+            rows = x.shape[bd] if x.dim() > bd else None
+            if rows != groups:
+                raise ShapeError(
+                    f"HyperDNN: the condition has a batch of {groups} but x has {rows} rows along dim {bd}; "
+                    "a batched condition must give one row per sample"
+                )
+
+    def _ensemble(self, theta: dict[str, Tensor], k: int, args: tuple, kwargs: dict) -> Any:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor):
+            raise HDTypeError("HyperDNN: an ensemble call needs a tensor x as first argument")
+        bd = self.batch_dim
+        rows = x.shape[bd]
+
+        def rep(a):
+            if isinstance(a, Tensor) and a.dim() > bd and a.shape[bd] == rows:
+                return repeat_groups(a, k, bd)
+            return a
+
+        out = call_batched(self.target, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd)
+
+        def unrep(o):
+            if isinstance(o, Tensor) and o.dim() > bd and o.shape[bd] == k * rows:
+                return o.unflatten(bd, (k, rows)).movedim(bd, 0)
+            return o
+
+        return tree_map(unrep, out)
+
+    # ------------------------------------------------------------ reporting
+
+    def summary(self) -> Summary:
+        """Parameter counts (generated / own / frozen, hypernetwork) and the compression ratio."""
+        return summarize(self)
+
+    def extra_repr(self) -> str:
+        return f"generated={len(self.spec.params)} tensors ({self.spec.numel:,} numbers), batch_dim={self.batch_dim}"

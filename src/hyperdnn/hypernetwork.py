@@ -1,0 +1,56 @@
+"""The hypernetwork H(c; phi): conditioning -> body -> output strategy -> {name: tensor}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .bodies import MLP
+from .conditioning import Condition, InputModule, NoInput
+from .errors import HDTypeError
+from .outputs import GenerateOnce
+from .target import TargetSpec
+
+
+class HyperNetwork(nn.Module):
+    """Maps a condition to the target's generated weights.
+
+    Args:
+        spec: the generated parameters (names and shapes).
+        inputs: an input config (``TaskEmbedding``, ``External``, ``DataEncoder``,
+            ``Noise``, ``Concat``) or None for an unconditioned hypernetwork.
+        outputs: an output-strategy config (default ``GenerateOnce()``).
+        body: a body config (default ``MLP(hidden=(100, 100))``).
+        initial: the target's initial generated tensors (for init statistics and
+            the additive output's theta0).
+
+    Attributes:
+        inputs: the built input module.
+        outputs: the built output module; ``outputs.body`` is the built body.
+    """
+
+    def __init__(self, spec: TargetSpec, inputs: Any = None, outputs: Any = None, body: Any = None,
+                 initial: dict[str, Tensor] | None = None) -> None:
+        super().__init__()
+        outputs = GenerateOnce() if outputs is None else outputs
+        body = MLP() if body is None else body
+        for part, cfg in (("inputs", inputs), ("outputs", outputs), ("body", body)):
+            if cfg is not None and not hasattr(cfg, "build"):
+                raise HDTypeError(f"HyperDNN: {part} must be a config such as hd.MLP(...) (got {type(cfg).__name__})")
+        self.spec = spec
+        self.inputs: InputModule = NoInput() if inputs is None else inputs.build()
+        self.outputs = outputs.build(spec, self.inputs.dim, body, initial or {})
+        self.outputs.calibrate(self.inputs.probe(16))
+
+    @property
+    def body(self) -> nn.Module:
+        return self.outputs.body
+
+    def condition(self, x: Any, conditions: dict[str, Any]) -> Condition:
+        return self.inputs(x, conditions)
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        """Weights from a condition embedding ``z`` of shape ``(dim,)`` or ``(G, dim)``."""
+        return self.outputs(z)
