@@ -1,0 +1,85 @@
+"""Character corpus loader: reading, split, vocab, BPTT batching, errors."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+
+from hyperdnn.data.text import batchify, bptt_batch, bptt_batches, load_char_corpus, num_bptt_batches
+from hyperdnn.errors import ConfigError, DataError, ShapeError
+
+TEXT = "In the beginning God created the heaven and the earth.\n" * 7 + "Amen. é"
+
+
+@pytest.fixture(params=["plain", "gzip"])
+def corpus_file(tmp_path, request):
+    if request.param == "plain":
+        path = tmp_path / "c.txt"
+        path.write_text(TEXT, encoding="utf-8")
+    else:
+        path = tmp_path / "c.dat"  # gzip recognised by content, not by name
+        path.write_bytes(gzip.compress(TEXT.encode("utf-8")))
+    return path
+
+
+def test_load_split_vocab_roundtrip(corpus_file):
+    c = load_char_corpus(corpus_file)
+    n = len(TEXT)
+    assert c.vocab == tuple(sorted(set(TEXT)))
+    assert c.train.numel() == int(0.9 * n) and c.valid.numel() == int(0.05 * n)
+    assert c.train.numel() + c.valid.numel() + c.test.numel() == n
+    assert c.decode(torch.cat([c.train, c.valid, c.test])) == TEXT  # contiguous, in order
+    assert torch.equal(c.encode(TEXT[:20]), c.train[:20])
+
+
+def test_missing_empty_and_bad_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_char_corpus(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="no text"):
+        load_char_corpus(tmp_path / "empty.txt")
+    (tmp_path / "empty.gz").write_bytes(gzip.compress(b""))
+    with pytest.raises(DataError, match="no text"):
+        load_char_corpus(tmp_path / "empty.gz")
+    (tmp_path / "short.txt").write_text("abc")
+    with pytest.raises(DataError, match="too few"):
+        load_char_corpus(tmp_path / "short.txt")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa" * 10)
+    with pytest.raises(DataError, match="UTF-8"):
+        load_char_corpus(tmp_path / "bad.txt")
+    (tmp_path / "trunc.gz").write_bytes(gzip.compress(TEXT.encode())[:20])
+    with pytest.raises(DataError, match="gzip"):
+        load_char_corpus(tmp_path / "trunc.gz")
+    with pytest.raises(ConfigError, match="split"):
+        load_char_corpus(tmp_path / "short.txt", split=(0.5, 0.5, 0.5))
+
+
+def test_batchify_and_bptt_match_a_loop():
+    data = torch.arange(103)
+    stream = batchify(data, 4)  # 25 per column, 3 dropped
+    assert stream.shape == (25, 4)
+    for b in range(4):
+        assert torch.equal(stream[:, b], torch.arange(25 * b, 25 * (b + 1)))
+    chunks = list(bptt_batches(stream, 10))
+    assert len(chunks) == num_bptt_batches(stream, 10) == 3
+    assert [x.shape[0] for x, _ in chunks] == [10, 10, 4]  # last chunk shorter, targets stay in range
+    xs = torch.cat([x for x, _ in chunks])
+    ys = torch.cat([y for _, y in chunks])
+    assert torch.equal(xs, stream[:-1]) and torch.equal(ys, stream[1:])
+    x1, y1 = bptt_batch(stream, 1, 10)
+    assert torch.equal(x1, chunks[1][0]) and torch.equal(y1, chunks[1][1])
+
+
+def test_batching_errors():
+    with pytest.raises(ShapeError):
+        batchify(torch.zeros(3, 3), 2)
+    with pytest.raises(ConfigError):
+        batchify(torch.arange(10), 0)
+    with pytest.raises(DataError):
+        batchify(torch.arange(10), 8)
+    with pytest.raises(ConfigError):
+        list(bptt_batches(batchify(torch.arange(10), 2), 0))
+    with pytest.raises(ConfigError):
+        bptt_batch(batchify(torch.arange(10), 2), 5, 2)
