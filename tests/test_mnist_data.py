@@ -1,0 +1,150 @@
+"""The MNIST IDX loader: real files, synthetic good files, corrupt and missing ones."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyperdnn.data.continual_tasks import permuted_mnist, split_mnist, toy_regression
+from hyperdnn.data.mnist import MNIST_FILES, data_root, load_mnist, read_idx
+from hyperdnn.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
+HAVE_MNIST = (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+NO_NET = ("http://127.0.0.1:9/",)  # nothing listens on the discard port: download fails fast
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """An IDX file for a uint8 array, written independently of the loader."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def write_set(d: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.randint(0, 256, size=(n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.randint(0, 10, size=(n_train,)),
+        "t10k-images-idx3-ubyte": rng.randint(0, 256, size=(n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.randint(0, 10, size=(n_test,)),
+    }
+    d.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        raw = idx_bytes(a)
+        if gz:
+            (d / (name + ".gz")).write_bytes(gzip.compress(raw))
+        else:
+            (d / name).write_bytes(raw)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_synthetic_files_round_trip(tmp_path: Path, gz: bool) -> None:
+    arrays = write_set(tmp_path / "mnist", gz=gz, seed=int(gz))
+    m = load_mnist(tmp_path, download=False)
+    assert torch.equal(m.train_images, torch.from_numpy(arrays["train-images-idx3-ubyte"].astype(np.uint8)))
+    assert torch.equal(m.test_labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)))
+    assert m.train_labels.dtype == torch.int64
+
+
+def test_files_directly_in_dir_and_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_set(tmp_path, seed=3)  # no mnist/ subfolder
+    monkeypatch.setenv("HYPERDNN_DATA", str(tmp_path))
+    assert data_root(None) == (tmp_path, "HYPERDNN_DATA")
+    assert data_root("/x") == (Path("/x"), "--data-dir")
+    assert load_mnist(download=False).train_images.shape == (20, 28, 28)
+    monkeypatch.delenv("HYPERDNN_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_root(None) == (tmp_path / "cache" / "hyperdnn", "cache")
+
+
+def test_missing_files_offline_says_what_where_how(tmp_path: Path) -> None:
+    write_set(tmp_path / "mnist", seed=4)
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path, mirrors=NO_NET, timeout=2)
+    msg = str(e.value)
+    assert "t10k-labels-idx1-ubyte" in msg and "train-images" not in msg.split("not found")[0]
+    assert str(tmp_path) in msg and "--data-dir" in msg and "HYPERDNN_DATA" in msg and "download failed" in msg
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    write_set(tmp_path, seed=5)
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:-200])
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_truncated_idx_payload(tmp_path: Path) -> None:
+    write_set(tmp_path, gz=False, seed=6)
+    p = tmp_path / "t10k-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated: .* expected"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_bad_magic_and_wrong_ndim_and_label_range(tmp_path: Path) -> None:
+    bad = tmp_path / "junk"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(bad)
+    lab = tmp_path / "labels"
+    lab.write_bytes(idx_bytes(np.zeros(5)))
+    with pytest.raises(DataError, match="has 1 dimensions .expected 3"):
+        read_idx(lab, 3)
+    (tmp_path / "tiny").write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match="too short"):
+        read_idx(tmp_path / "tiny")
+    d = tmp_path / "set"
+    write_set(d, seed=7)
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.full(20, 12))))
+    with pytest.raises(DataError, match="label 12"):
+        load_mnist(d, download=False)
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(19))))
+    with pytest.raises(DataError, match="20 images but .* 19 labels"):
+        load_mnist(d, download=False)
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="shared MNIST files not present")
+def test_real_mnist_counts_and_tasks() -> None:
+    m = load_mnist(SHARED, download=False)
+    assert m.train_images.shape == (60000, 28, 28) and m.test_images.shape == (10000, 28, 28)
+    assert m.train_labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert m.test_labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    tasks = split_mnist(m)
+    assert [t.num_train for t in tasks] == [5923 + 6742, 5958 + 6131, 5842 + 5421, 5918 + 6265, 5851 + 5949]
+    assert all(set(t.train_y.unique().tolist()) == {0, 1} for t in tasks)
+    perm = permuted_mnist(m, num_tasks=3)
+    x0, _ = perm[0].test_set()
+    x2, _ = perm[2].test_set()
+    assert x0.shape == (10000, 1024) and torch.equal(x0[:, perm[2].perm], x2)
+    # task 1 is the padded original image
+    assert torch.equal(x0[0].view(32, 32)[2:30, 2:30], m.test_images[0].float() / 255)
+    assert perm[1].train_x is perm[2].train_x  # one shared copy
+
+
+def test_toy_tasks_match_the_paper_functions() -> None:
+    tasks = toy_regression()
+    assert [t.num_train for t in tasks] == [100, 100, 100]
+    for t, f, (lo, hi) in zip(tasks, [lambda x: x + 3, lambda x: 2 * x**2 - 1, lambda x: (x - 3) ** 3], [(-4, -2), (-1, 1), (2, 4)]):
+        assert t.train_x.min() >= lo and t.train_x.max() <= hi
+        assert torch.allclose(t.test_y, f(t.test_x.double()).float(), atol=1e-5)
+        resid = t.train_y - f(t.train_x.double()).float()
+        assert 0.03 < resid.std().item() < 0.07
+
+
+def test_md5_table_is_the_readme_one() -> None:
+    readme = SHARED / "mnist" / "README.md"
+    if not readme.is_file():
+        pytest.skip("shared README not present")
+    text = readme.read_text()
+    for name, md5 in MNIST_FILES.items():
+        assert md5 in text and name in text
