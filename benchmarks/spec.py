@@ -1,0 +1,115 @@
+"""The workload specifications shared by every implementation (limit, hyperdnn, peers)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The target MLP in -> hidden -> out with a ReLU in between (784-100-10 by default).
+
+    Args:
+        in_dim: int = 784, input features.
+        hidden: int = 100, hidden units.
+        out_dim: int = 10, classes.
+    """
+
+    in_dim: int = 784
+    hidden: int = 100
+    out_dim: int = 10
+
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Parameter names and shapes in the order of ``nn.Sequential(Linear, ReLU, Linear)``."""
+        return [
+            ("0.weight", (self.hidden, self.in_dim)),
+            ("0.bias", (self.hidden,)),
+            ("2.weight", (self.out_dim, self.hidden)),
+            ("2.bias", (self.out_dim,)),
+        ]
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for _, s in self.shapes())
+
+    def module(self) -> nn.Sequential:
+        """A fresh ordinary target module with these shapes."""
+        return nn.Sequential(nn.Linear(self.in_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.out_dim))
+
+
+@dataclass(frozen=True)
+class HyperSpec:
+    """The hypernetwork side: conditioning, body and output strategy sizes.
+
+    Args:
+        num_tasks: int = 5, task embeddings (static workloads).
+        task_dim: int = 8, task embedding size.
+        body: tuple[int, ...] = (100, 100), hidden widths of the body MLP (ReLU after each).
+        chunk_size: int = 4000, chunk-wise output: values per chunk.
+        chunk_dim: int = 8, chunk-wise output: chunk embedding size.
+        cond_dim: int = 8, dynamic workloads: size of encoder(x).
+        rank: int = 4, low-rank outputs: rank of each generated matrix.
+        task: int = 3, the task used in static workloads.
+    """
+
+    num_tasks: int = 5
+    task_dim: int = 8
+    body: tuple[int, ...] = (100, 100)
+    chunk_size: int = 4000
+    chunk_dim: int = 8
+    cond_dim: int = 8
+    rank: int = 4
+    task: int = 3
+
+    def n_chunks(self, n_params: int) -> int:
+        return math.ceil(n_params / self.chunk_size)
+
+
+def body_mlp(in_dim: int, widths: tuple[int, ...]) -> nn.Sequential:
+    """The hypernetwork body: Linear + ReLU for each width."""
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [nn.Linear(in_dim, w), nn.ReLU()]
+        in_dim = w
+    return nn.Sequential(*layers)
+
+
+def mlp_target_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """The target MLP with given weights; a leading batch dim on the weights means per-sample weights.
+
+    Args:
+        x: (B, in_dim).
+        w1: (hidden, in) or (B, hidden, in); b1: (hidden,) or (B, hidden); likewise w2, b2.
+    Returns:
+        logits (B, out_dim).
+    """
+    if w1.dim() == 2:
+        return torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x, w1, b1)), w2, b2)
+    h = torch.baddbmm(b1.unsqueeze(2), w1, x.unsqueeze(2))  # (B, hidden, 1)
+    return torch.baddbmm(b2.unsqueeze(2), w2, torch.relu(h)).squeeze(2)  # (B, out)
+
+
+@dataclass
+class Workload:
+    """One benchmark workload: its name, the target, the hypernetwork sizes and the batch.
+
+    Args:
+        key: str, the strategy key every builder understands
+            ("static_full", "static_chunked", "dynamic_full", "dynamic_lowrank").
+        target: TargetSpec.
+        hyper: HyperSpec.
+        batch: int = 128.
+    """
+
+    key: str
+    target: TargetSpec = field(default_factory=TargetSpec)
+    hyper: HyperSpec = field(default_factory=HyperSpec)
+    batch: int = 128
+
+    @property
+    def dynamic(self) -> bool:
+        return self.key.startswith("dynamic")
