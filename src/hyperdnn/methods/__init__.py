@@ -1,0 +1,29 @@
+"""Methods built on the core: continual learning with hypernetworks."""
+
+from hyperdnn.methods.continual import (
+    average_final,
+    choose_regularized_tasks,
+    cl3_predict,
+    flat_weights,
+    forgetting,
+    freeze_other_task_embeddings,
+    infer_task,
+    output_regularizer,
+    predictive_entropy,
+    store_targets,
+    task_embedding_table,
+)
+
+__all__ = [
+    "average_final",
+    "choose_regularized_tasks",
+    "cl3_predict",
+    "flat_weights",
+    "forgetting",
+    "freeze_other_task_embeddings",
+    "infer_task",
+    "output_regularizer",
+    "predictive_entropy",
+    "store_targets",
+    "task_embedding_table",
+]

@@ -1,0 +1,240 @@
+"""The training loop shared by the continual-learning recipes (toy-regression, split-mnist, permuted-mnist).
+
+Two phases in one run: (1) the task-conditioned hypernetwork with the output
+regularizer (von Oswald et al. 2020), (2) for comparison the same target trained
+directly on the tasks in sequence with no regularizer. Each phase fills an
+accuracy matrix ``a[t][k]`` (metric on task k after training task t, CL1: task id
+given); the hypernetwork is also evaluated in CL3 (task inferred by lowest
+predictive entropy) at the end. The loop is resumable at any step boundary
+(see :mod:`hyperdnn.runs`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
+from hyperdnn.methods.continual import (
+    average_final,
+    choose_regularized_tasks,
+    cl3_predict,
+    forgetting,
+    freeze_other_task_embeddings,
+    output_regularizer,
+    store_targets,
+)
+from hyperdnn.runs import RunContext
+
+
+@dataclass
+class ContinualSpec:
+    """What a continual recipe hands to :func:`run_continual`.
+
+    Attributes:
+        tasks: the task sequence.
+        make_target: builds a fresh target network (called twice: hypernetwork copy, baseline).
+        make_model: wraps a target into a task-conditioned HyperDNN.
+        steps: optimizer steps per task.
+        batch_size: training batch size.
+        lr: Adam learning rate (hypernetwork and baseline).
+        beta: output-regularizer strength.
+        reg_tasks: earlier tasks regularized per step (None: all).
+        baseline: also train the plain target in sequence without regularizer.
+        cl3: evaluate CL3 (classification only).
+        paper: published numbers for the summary table, e.g. ``{"cl1": 99.79, "cl3": 69.48}``.
+        plot: optional ``plot(ctx, model, baseline, tasks)`` for recipe-specific figures.
+    """
+
+    tasks: list[Task]
+    make_target: Callable[[], nn.Module]
+    make_model: Callable[[nn.Module], nn.Module]
+    steps: int
+    batch_size: int
+    lr: float
+    beta: float
+    reg_tasks: int | None = None
+    baseline: bool = True
+    cl3: bool = True
+    paper: dict[str, float] | None = None
+    plot: Callable[..., None] | None = None
+
+
+def _loss(task: Task, out: Tensor, y: Tensor) -> Tensor:
+    return F.mse_loss(out, y) if task.regression else F.cross_entropy(out, y)
+
+
+@torch.no_grad()
+def _metric(task: Task, forward: Callable[[Tensor], Tensor], chunk: int = 10000) -> float:
+    """Test accuracy in % (classification) or test MSE (regression)."""
+    x_all, y_all = task.test_x, task.test_y
+    total, n = 0.0, 0
+    for i in range(0, x_all.shape[0], chunk):
+        x, y = task.inputs(x_all[i : i + chunk]), y_all[i : i + chunk]
+        out = forward(x)
+        if task.regression:
+            total += F.mse_loss(out, y, reduction="sum").item()
+        else:
+            total += (out.argmax(-1) == y).sum().item()
+        n += y.numel()
+    return total / n if task.regression else 100.0 * total / n
+
+
+@torch.no_grad()
+def _cl3(model: nn.Module, tasks: list[Task], chunk: int = 5000) -> tuple[list[float], list[float]]:
+    """Per task: CL3 accuracy (%) and task-inference accuracy (%), candidates = all tasks."""
+    thetas = [model.weights(task=j) for j in range(len(tasks))]  # type: ignore[operator]
+    offsets = [t.label_offset for t in tasks]
+    accs, infs = [], []
+    for k, task in enumerate(tasks):
+        correct = inferred = 0
+        for i in range(0, task.test_x.shape[0], chunk):
+            x, y = task.inputs(task.test_x[i : i + chunk]), task.test_y[i : i + chunk]
+            logits = torch.stack([model.run_target(x, th) for th in thetas])  # (J, N, C)
+            pred, which = cl3_predict(logits, offsets)
+            correct += (pred == y + task.label_offset).sum().item()
+            inferred += (which == k).sum().item()
+        n = task.test_x.shape[0]
+        accs.append(100.0 * correct / n)
+        infs.append(100.0 * inferred / n)
+    return accs, infs
+
+
+def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
+    """Train and evaluate both phases; writes tables and plots through ``ctx``. Returns the results dict."""
+    tasks = tasks_to(spec.tasks, ctx.device)
+    T = len(tasks)
+    regression = tasks[0].regression
+    model = spec.make_model(spec.make_target()).to(ctx.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    base = spec.make_target().to(ctx.device)
+    base_optimizer = torch.optim.Adam(base.parameters(), lr=spec.lr)
+    data_rng = torch.Generator().manual_seed(ctx.seed)
+    reg_targets: dict[str, Tensor] = {"targets": store_targets(model, 0)}
+    ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, reg_targets=reg_targets)
+    phases = ["hnet"] + (["baseline"] if spec.baseline else [])
+    state = ctx.restore({"phase": 0, "task": 0, "step": 0, "matrix": {p: [] for p in phases}, "seconds": {p: 0.0 for p in phases}})
+    ctx.progress(total=T * spec.steps * len(phases))
+
+    for pi in range(state["phase"], len(phases)):
+        phase = phases[pi]
+        net, opt = (model, optimizer) if phase == "hnet" else (base, base_optimizer)
+        for t in range(state["task"], T):
+            task = tasks[t]
+            if state["step"] == 0:
+                opt.state.clear()  # a fresh Adam per task, as in the released code
+                if phase == "hnet":
+                    reg_targets["targets"] = store_targets(model, t)
+            net.train()
+            started = time.perf_counter()
+            while state["step"] < spec.steps:
+                x, y = sample_batch(task, spec.batch_size, data_rng)
+                if phase == "hnet":
+                    loss_task = _loss(task, model(x, task=t), y)
+                    loss = loss_task
+                    reg = 0.0
+                    if t > 0 and spec.beta > 0:
+                        ids = choose_regularized_tasks(t, spec.reg_tasks, data_rng)
+                        reg_t = output_regularizer(model, reg_targets["targets"], ids)
+                        loss = loss + spec.beta * reg_t
+                        reg = reg_t.item()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    freeze_other_task_embeddings(model, t)
+                else:
+                    loss_task = _loss(task, base(x), y)
+                    loss, reg = loss_task, 0.0
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                opt.step()
+                state["step"] += 1
+                ctx.step_done(loss=loss_task.item(), reg=reg, task=f"{t + 1}/{T}", phase=phase)
+            state["seconds"][phase] += time.perf_counter() - started
+            net.eval()
+            if phase == "hnet":
+                row = [_metric(tasks[k], lambda x, k=k: model(x, task=k)) for k in range(t + 1)]
+            else:
+                row = [_metric(tasks[k], base) for k in range(t + 1)]
+            state["matrix"][phase].append(row)
+            ctx.log(kind="eval", phase=phase, after_task=t + 1, metric=row)
+            state["task"], state["step"] = t + 1, 0
+            ctx.checkpoint()
+        state["phase"], state["task"] = pi + 1, 0
+
+    return _report(ctx, spec, model, base, tasks, state, regression)
+
+
+def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Module, tasks: list[Task], state: dict, regression: bool) -> dict[str, Any]:
+    T = len(tasks)
+    name = "test MSE" if regression else "test accuracy (%)"
+    summary = model.summary()  # type: ignore[operator]
+    results: dict[str, Any] = {"metric": name, "tasks": [t.name for t in tasks], "compression_ratio": summary.compression_ratio, "summary": summary.to_json(), "seconds": state["seconds"], "steps_per_task": spec.steps}
+    rows = []
+    for phase, label in (("hnet", "hypernetwork + output regularizer (CL1)"), ("baseline", "target trained in sequence, no regularizer")):
+        if phase not in state["matrix"]:
+            continue
+        mat = state["matrix"][phase]
+        ctx.table(f"{label}: {name} on task k (columns) after training task t (rows)", ["after task"] + [f"{k + 1}: {t.name}" for k, t in enumerate(tasks)], [[t + 1] + row + [""] * (T - len(row)) for t, row in enumerate(mat)])
+        final = average_final(mat)
+        forg = forgetting(mat, higher_is_better=not regression)
+        results[phase] = {"matrix": mat, "final": mat[-1], "final_average": final, "forgetting": forg, "just_after_training": [mat[k][k] for k in range(T)]}
+        rows.append([label, final, forg])
+    cl3_row: list[Any] = []
+    if spec.cl3 and not regression:
+        model.eval()
+        accs, infs = _cl3(model, tasks)
+        results["hnet"]["cl3"] = {"per_task": accs, "average": sum(accs) / T, "task_inference_per_task": infs, "task_inference_average": sum(infs) / T}
+        ctx.table("hypernetwork, CL3 (task inferred by lowest predictive entropy)", ["task", "CL3 accuracy (%)", "task inferred correctly (%)"], [[f"{k + 1}: {tasks[k].name}", a, i] for k, (a, i) in enumerate(zip(accs, infs))])
+        cl3_row = [sum(accs) / T]
+    paper = spec.paper or {}
+    head = ["method", f"final average {name}", "forgetting"]
+    if cl3_row:
+        head.append("CL3 average (%)")
+        rows[0].append(cl3_row[0])
+        for r in rows[1:]:
+            r.append("n/a")
+    head.append("compression ratio")
+    rows[0].append(summary.compression_ratio)
+    for r in rows[1:]:
+        r.append(1.0)
+    if paper:
+        paper_row: list[Any] = ["paper (von Oswald et al. 2020)", paper.get("final", ""), ""]
+        if cl3_row:
+            paper_row.append(paper.get("cl3", ""))
+        paper_row.append(paper.get("compression_ratio", ""))
+        rows.append(paper_row)
+    ctx.table(f"Summary ({T} tasks x {spec.steps} steps)", head, rows, note=f"hypernetwork: {summary.hypernetwork:,} trainable parameters for {summary.generated:,} generated target weights")
+    results["paper"] = paper
+    _plot_matrix(ctx, state, tasks, name)
+    if spec.plot is not None:
+        spec.plot(ctx, model, base, tasks)
+    from hyperdnn.checkpoint import save
+
+    save(model, ctx.run_dir / "model", extra={"recipe": ctx.recipe, "tasks": [t.name for t in tasks]})
+    return results
+
+
+def _plot_matrix(ctx: RunContext, state: dict, tasks: list[Task], name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(state["matrix"])
+    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.6), squeeze=False)
+    for ax, phase in zip(axes[0], phases):
+        mat = state["matrix"][phase]
+        for k in range(len(tasks)):
+            xs = list(range(k + 1, len(mat) + 1))
+            ax.plot(xs, [mat[t - 1][k] for t in xs], marker="o", label=f"task {k + 1}")
+        ax.set_xlabel("after training task")
+        ax.set_ylabel(name)
+        ax.set_title("hypernetwork + regularizer" if phase == "hnet" else "no regularizer (baseline)")
+        ax.set_xticks(range(1, len(tasks) + 1))
+    axes[0][0].legend(fontsize=7)
+    ctx.save_figure(fig, "accuracy_matrix")
