@@ -41,7 +41,8 @@ class Task:
         num_outputs: size of the target network's output layer for this task.
         regression: True for regression (MSE), False for classification (cross-entropy).
         perm: optional ``(D,)`` pixel permutation applied after flattening.
-        label_offset: add to a task-local class label to get the global label (split-MNIST: 2*k).
+        label_offset: add to a task-local class label to get the global label in CL3 (split-MNIST:
+            2k, the digit; permuted-MNIST: 10k, so that CL3 is a 10*T-way choice as in the paper).
     """
 
     name: str
@@ -158,7 +159,7 @@ def permuted_mnist(mnist: MNIST, num_tasks: int = 10, padding: int = 2, seed: in
     tasks = []
     for k in range(num_tasks):
         perm = None if k == 0 else torch.from_numpy(rng.permutation(d).astype(np.int64))
-        tasks.append(Task(name=f"permutation {k + 1}", train_x=train, train_y=mnist.train_labels, test_x=test, test_y=mnist.test_labels, num_outputs=10, perm=perm))
+        tasks.append(Task(name=f"permutation {k + 1}", train_x=train, train_y=mnist.train_labels, test_x=test, test_y=mnist.test_labels, num_outputs=10, perm=perm, label_offset=10 * k))
     return tasks
 
 
