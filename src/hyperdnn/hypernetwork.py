@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .bodies import MLP
 from .conditioning import Condition, InputModule, NoInput
-from .errors import HDTypeError
+from .errors import ConfigError, HDTypeError
 from .outputs import GenerateOnce
 from .target import TargetSpec
 
@@ -42,6 +42,11 @@ class HyperNetwork(nn.Module):
         self.spec = spec
         self.inputs: InputModule = NoInput() if inputs is None else inputs.build()
         self.outputs = outputs.build(spec, self.inputs.dim, body, initial or {})
+        if self.inputs.dim == 0 and not self.outputs.has_embeddings():
+            raise ConfigError(
+                f"HyperDNN: with inputs=None, {type(outputs).__name__} with a {type(body).__name__} body sees no input "
+                "at all; give an input, or use ChunkWise/ComponentWise (which learn one embedding per component)"
+            )
         self.outputs.calibrate(self.inputs.probe(16))
 
     @property

@@ -67,6 +67,9 @@ class AdditiveOutput(OutputModule):
         if self.zero_init:
             self.inner.zero_()
 
+    def has_embeddings(self) -> bool:
+        return self.inner.has_embeddings()
+
     def zero_(self) -> None:
         self.inner.zero_()
 

@@ -21,6 +21,10 @@ class OutputModule(nn.Module):
     spec: TargetSpec
     body: BodyModule
 
+    def has_embeddings(self) -> bool:
+        """Whether the tokens carry learned component embeddings (needed when there is no condition)."""
+        return True
+
     def calibrate(self, probe: Tensor) -> None:
         """Hyperfan-in initialisation of the generating layers from typical conditions ``(S, cond_dim)``."""
         raise NotImplementedError

@@ -97,7 +97,7 @@ class ComponentWiseOutput(OutputModule):
             start += n_o * n_i
             a = self.w_in[key](hp).unflatten(-1, (t_in, self.inner_dim))  # (..., tiles, t_in, d)
             kern = self.w_out[key](a).unflatten(-1, (t_out, *k))  # (..., tiles, t_in, t_out, *k)
-            kern = kern.transpose(-2 - len(k), -3 - len(k))  # (..., tiles, t_out, t_in, *k)
+            kern = kern.transpose(-1 - len(k), -2 - len(k))  # (..., tiles, t_out, t_in, *k)
             out.append(kern.reshape(*lead, n_o, n_i, t_out, t_in, *k))
         return out
 

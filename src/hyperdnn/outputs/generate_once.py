@@ -37,6 +37,9 @@ class GenerateOnceOutput(OutputModule):
         std, mean = std_mean_rows(self.spec)
         hyperfan_in_(self.head, self.body(make_tokens(probe.to(self.head.weight), None)), std, mean)
 
+    def has_embeddings(self) -> bool:
+        return False
+
     def zero_(self) -> None:
         zero_(self.head)
 

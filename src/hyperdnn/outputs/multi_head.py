@@ -47,6 +47,9 @@ class PerTensorTokens(OutputModule):
             self.body = body_cfg.build(cond_dim)
         self.spec = spec
 
+    def has_embeddings(self) -> bool:
+        return self.embeddings is not None
+
     def features(self, z: Tensor) -> Tensor:
         """``(..., T, d_h)`` with ``T`` = number of tensors, or ``T = 1`` (shared) for token-wise bodies."""
         return self.body(make_tokens(z, self.embeddings))
