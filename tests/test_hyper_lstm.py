@@ -9,6 +9,7 @@ from torch.nn.utils.rnn import pack_sequence
 
 from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM, HyperLSTMCell
+from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
 
 I, H, NH, NZ = 5, 7, 6, 3
 
@@ -131,6 +132,26 @@ def test_matches_step_by_step_reference(layer_norm):
     r_grads = torch.autograd.grad(r_out.sum(), list(cell.parameters()))
     for g, rg in zip(grads, r_grads):
         torch.testing.assert_close(g, rg)
+
+
+def test_layer_norm_hyper_lstm_with_scaling_one_equals_layer_norm_lstm():
+    torch.manual_seed(9)
+    ref = LayerNormLSTM(I, H, num_layers=2, batch_first=True)
+    m = HyperLSTM(I, H, num_layers=2, batch_first=True, hyper_size=NH, embedding_size=NZ, layer_norm=True)
+    with torch.no_grad():
+        for k, cell in enumerate(m.cells):
+            _fix_scaling_to_one(cell)
+            cell.bias_ih.zero_()
+            for name in ("weight_ih", "weight_hh", "ln_weight", "ln_bias", "ln_cell_weight", "ln_cell_bias"):
+                getattr(ref, name)[k].normal_()
+                getattr(cell, name).copy_(getattr(ref, name)[k])
+    x = torch.randn(3, 6, I)
+    out, (h, c) = m(x)
+    out_r, (h_r, c_r) = ref(x)
+    torch.testing.assert_close(out, out_r)
+    torch.testing.assert_close(c[..., :H], c_r)
+    g = torch.autograd.grad(out.square().sum(), m.cells[1].weight_hh)[0]
+    torch.testing.assert_close(g, torch.autograd.grad(out_r.square().sum(), ref.weight_hh[1])[0])
 
 
 def test_no_bias_matches_reference_without_bias_terms():

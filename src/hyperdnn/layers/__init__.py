@@ -2,5 +2,6 @@
 
 from hyperdnn.layers.hyper_conv import conv_kernels, hyper_conv
 from hyperdnn.layers.hyper_lstm import HyperLSTM, HyperLSTMCell
+from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
 
-__all__ = ["HyperLSTM", "HyperLSTMCell", "conv_kernels", "hyper_conv"]
+__all__ = ["HyperLSTM", "HyperLSTMCell", "LayerNormLSTM", "conv_kernels", "hyper_conv"]
