@@ -40,7 +40,7 @@ def build(wl: Workload) -> Subject:
         "static_full": lambda: hd.GenerateOnce(),
         "static_chunked": lambda: hd.ChunkWise(chunk_size=h.chunk_size, chunk_dim=h.chunk_dim),
         "dynamic_full": lambda: hd.GenerateOnce(),
-        "dynamic_lowrank": lambda: hd.LowRank(rank=h.rank),
+        "dynamic_lowrank": lambda: hd.LowRank(rank=h.rank, on_small="full"),
     }[wl.key]()
     if wl.dynamic:
         inputs = hd.DataEncoder(nn.Linear(t.in_dim, h.cond_dim), dim=h.cond_dim)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .spec import TargetSpec, Workload, body_mlp, mlp_target_forward
-from .subject import Subject
+from .subject import Subject, Unavailable
 
 
 def split_theta(theta: Tensor, target: TargetSpec) -> list[Tensor]:
@@ -81,32 +81,52 @@ class DynamicFull(nn.Module):
 
 
 class DynamicLowRank(nn.Module):
-    """Per-sample low-rank weights W_b = U_b V_b (biases generated whole), applied factorised.
+    """Per-sample low-rank weights W_b = A_b B_b^T (biases generated whole), applied factorised.
 
-    The head makes, per sample, U (out, r) and V (r, in) for each weight matrix and each bias
-    in full; the target is evaluated as U (V x) + b without forming W, which is the cheapest
-    way to compute this math.
+    The head makes, per sample, A (out, r) and B (in, r) for each weight matrix whose smaller
+    side is at least r (a smaller matrix is generated whole, as hyperdnn's
+    ``LowRank(on_small="full")``) and each bias in full. The target is evaluated as
+    A (B^T x) + b without forming W: the cheapest way to compute this math.
+
+    Args:
+        wl: the workload.
+        dense: form W_b = A_b B_b^T and run the target with it (to show what forming W costs).
     """
 
-    def __init__(self, wl: Workload) -> None:
+    def __init__(self, wl: Workload, dense: bool = False) -> None:
         super().__init__()
         h, t = wl.hyper, wl.target
-        self.target, self.rank = t, h.rank
-        r = h.rank
-        self.sizes = [t.hidden * r, r * t.in_dim, t.hidden, t.out_dim * r, r * t.hidden, t.out_dim]
+        self.target, self.rank, self.dense = t, h.rank, dense
+        self.factored = [len(s) == 2 and h.rank <= min(s) for _, s in t.shapes()]
+        self.sizes = [h.rank * sum(s) if f else int(torch.Size(s).numel()) for (_, s), f in zip(t.shapes(), self.factored)]
         self.encoder = nn.Linear(t.in_dim, h.cond_dim)
         self.body = body_mlp(h.cond_dim, h.body)
         self.head = nn.Linear(h.body[-1], sum(self.sizes))
 
     def forward(self, x: Tensor) -> Tensor:
-        t, r = self.target, self.rank
         out = self.head(self.body(self.encoder(x)))  # (B, sum(sizes))
-        B = x.shape[0]
-        u1, v1, b1, u2, v2, b2 = torch.split(out, self.sizes, dim=1)
-        u1, v1 = u1.view(B, t.hidden, r), v1.view(B, r, t.in_dim)
-        u2, v2 = u2.view(B, t.out_dim, r), v2.view(B, r, t.hidden)
-        h = torch.baddbmm(b1.unsqueeze(2), u1, torch.bmm(v1, x.unsqueeze(2)))  # (B, hidden, 1)
-        return torch.baddbmm(b2.unsqueeze(2), u2, torch.bmm(v2, torch.relu(h))).squeeze(2)
+        B, r = x.shape[0], self.rank
+        parts = []
+        for (_, s), f, y in zip(self.target.shapes(), self.factored, torch.split(out, self.sizes, dim=1)):
+            if f:
+                a = y[:, : s[0] * r].view(B, s[0], r)  # (B, out, r)
+                b = y[:, s[0] * r :].view(B, s[1], r)  # (B, in, r)
+                parts.append(torch.bmm(a, b.transpose(1, 2)) if self.dense else (a, b))
+            else:
+                parts.append(y.view(B, *s))
+        if self.dense:
+            return mlp_target_forward(x, *parts)
+        w1, b1, w2, b2 = parts
+        h = self._apply(w1, x) + b1  # (B, hidden)
+        return self._apply(w2, torch.relu(h)) + b2  # (B, out)
+
+    @staticmethod
+    def _apply(w: Tensor | tuple[Tensor, Tensor], x: Tensor) -> Tensor:
+        """W_b x_b for W given whole (B, out, in) or as factors (A, B)."""
+        if isinstance(w, tuple):
+            a, b = w
+            return torch.bmm(a, torch.bmm(x.unsqueeze(1), b).transpose(1, 2)).squeeze(2)  # (B, out)
+        return torch.bmm(w, x.unsqueeze(2)).squeeze(2)
 
 
 LIMITS = {
@@ -119,8 +139,18 @@ LIMITS = {
 
 def build(wl: Workload) -> Subject:
     """The limit implementation of a workload."""
-    mod = LIMITS[wl.key](wl)
+    return _subject("limit", LIMITS[wl.key](wl), wl, "hand-written PyTorch")
+
+
+def build_dense_lowrank(wl: Workload) -> Subject:
+    """Workload 3 only: the hand-written low-rank math with W = A B^T formed per sample."""
+    if wl.key != "dynamic_lowrank":
+        raise Unavailable("n/a", "only for low-rank outputs")
+    return _subject("limit-dense", DynamicLowRank(wl, dense=True), wl, "hand-written, forms W = A B^T per sample")
+
+
+def _subject(name: str, mod: nn.Module, wl: Workload, note: str) -> Subject:
     loop = None
     if wl.dynamic:
         loop = lambda x: torch.cat([mod(x[i : i + 1]) for i in range(x.shape[0])])  # noqa: E731
-    return Subject("limit", mod, mod.forward, loop, note="hand-written PyTorch")
+    return Subject(name, mod, mod.forward, loop, note=note)

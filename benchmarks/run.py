@@ -20,11 +20,16 @@ from .timing import interleaved
 #: row order of every table: the limit first, then hyperdnn, then the peers
 BUILDERS: dict[str, Callable[[Workload], Subject]] = {
     "limit": limit.build,
+    "limit-dense": limit.build_dense_lowrank,
     "hyperdnn": hyperdnn_adapter.build,
     "hypnettorch": hypnettorch_peer.build,
     "hyperlight": hyperlight_peer.build,
     "hyper-nn": hypernn_peer.build,
 }
+
+
+#: rows shown only where they apply (no "n/a" line elsewhere)
+EXTRAS = {"limit-dense"}
 
 
 @dataclass
@@ -103,6 +108,8 @@ def run_workload(
             rows[name] = Row(name, "ok", n_params=subject.n_params(), note=subject.note)
             steps[name] = subject.make_step(x, y)
         except Unavailable as u:
+            if name in EXTRAS and u.status == "n/a":
+                continue
             rows[name] = Row(name, u.status, u.reason)
         except Exception as exc:  # noqa: BLE001 - report, never drop
             rows[name] = Row(name, "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
@@ -116,7 +123,7 @@ def run_workload(
         q1, q3 = tm.spread()
         r.q1_ms, r.q3_ms = q1 * 1e3, q3 * 1e3
     log(f"  timed {len(steps)} implementation(s) in {time.perf_counter() - t0:.1f}s")
-    return [rows[n] for n in names]
+    return [rows[n] for n in names if n in rows]
 
 
 def fmt_row(r: Row) -> list[str]:

@@ -113,3 +113,50 @@ class Workload:
     @property
     def dynamic(self) -> bool:
         return self.key.startswith("dynamic")
+
+
+def gpt2_small_shapes(
+    vocab: int = 50257, positions: int = 1024, dim: int = 768, layers: int = 12
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Parameter names and shapes of GPT-2 small (124,439,808 numbers; lm_head tied to wte).
+
+    ``nn.Linear`` layout (out, in) for the projections; GPT-2's Conv1D stores the transpose,
+    which has the same count.
+    """
+    shapes: list[tuple[str, tuple[int, ...]]] = [("wte.weight", (vocab, dim)), ("wpe.weight", (positions, dim))]
+    for i in range(layers):
+        p = f"h.{i}."
+        shapes += [
+            (p + "ln_1.weight", (dim,)), (p + "ln_1.bias", (dim,)),
+            (p + "attn.c_attn.weight", (3 * dim, dim)), (p + "attn.c_attn.bias", (3 * dim,)),
+            (p + "attn.c_proj.weight", (dim, dim)), (p + "attn.c_proj.bias", (dim,)),
+            (p + "ln_2.weight", (dim,)), (p + "ln_2.bias", (dim,)),
+            (p + "mlp.c_fc.weight", (4 * dim, dim)), (p + "mlp.c_fc.bias", (4 * dim,)),
+            (p + "mlp.c_proj.weight", (dim, 4 * dim)), (p + "mlp.c_proj.bias", (dim,)),
+        ]
+    shapes += [("ln_f.weight", (dim,)), ("ln_f.bias", (dim,))]
+    return shapes
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = nn.Module()
+        self.attn.c_attn, self.attn.c_proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = nn.Module()
+        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+
+class GPT2Shapes(nn.Module):
+    """A module with GPT-2 small's parameter names and shapes (no forward: only theta is generated).
+
+    Build it under ``torch.device("meta")`` to hold no memory.
+    """
+
+    def __init__(self, vocab: int = 50257, positions: int = 1024, dim: int = 768, layers: int = 12) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(positions, dim)
+        self.h = nn.ModuleList(_Block(dim) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim)

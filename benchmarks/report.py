@@ -1,0 +1,112 @@
+"""Tables (markdown), goal checks and scaling plots from the benchmark results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .run import HEADER, Row, fmt_row
+
+GOAL_RATIO = 1.10
+GOAL_MEMORY = 1.3
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def timing_table(rows: list[Row]) -> str:
+    return md_table(HEADER, [fmt_row(r) for r in rows])
+
+
+def memory_table(results: list[dict]) -> str:
+    header = ["output", "implementation", "status", "seconds (median of 3)", "peak MiB above baseline", "peak / theta", "phi MiB"]
+    out = []
+    for r in results:
+        if r.get("status") != "ok":
+            out.append([r["variant"], r["impl"], r.get("status", "?"), "", "", "", r.get("reason", "")])
+            continue
+        out.append([
+            r["variant"], r["impl"], "ok", f"{r['seconds']:.2f}", f"{r['peak_mb']:.0f}",
+            f"{r['peak_vs_theta']:.2f}x", f"{r['phi_mb']:.1f}",
+        ])
+    return md_table(header, out)
+
+
+def _row(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r["name"] == name), None)
+
+
+def goals(results: dict[str, Any]) -> list[dict]:
+    """Checks each goal of the issue against the results; returns [{goal, met, detail}]."""
+    out = []
+    for threads, per in results.get("timings", {}).items():
+        for key in ("1a", "1b", "2"):
+            rows = per.get(key)
+            if not rows:
+                continue
+            hd, lim = _row(rows, "hyperdnn"), _row(rows, "limit")
+            if not hd or hd["status"] != "ok" or not lim:
+                out.append({"goal": f"workload {key} ({threads} thr): hyperdnn runs", "met": False, "detail": hd and hd["reason"]})
+                continue
+            ratio = hd["ratio"]
+            out.append({
+                "goal": f"workload {key} ({threads} thr): hyperdnn <= {GOAL_RATIO:.2f}x limit",
+                "met": ratio <= GOAL_RATIO, "detail": f"{ratio:.2f}x ({hd['ms']:.2f} vs {lim['ms']:.2f} ms)",
+            })
+            peers = [r for r in rows if r["name"] not in ("limit", "hyperdnn") and r["status"] == "ok"]
+            if peers:
+                best = min(peers, key=lambda r: r["ratio"])
+                out.append({
+                    "goal": f"workload {key} ({threads} thr): hyperdnn no slower than the fastest peer",
+                    "met": ratio <= best["ratio"] * 1.02,  # 2%: below the noise of a shared machine
+                    "detail": f"hyperdnn {ratio:.2f}x vs {best['name']} {best['ratio']:.2f}x of the limit",
+                })
+            if key == "2":
+                wrong = [r["name"] for r in rows if r["status"] == "wrong"]
+                out.append({
+                    "goal": f"workload 2 ({threads} thr): hyperdnn equals the per-sample loop",
+                    "met": True, "detail": "checked before timing" + (f"; wrong: {', '.join(wrong)}" if wrong else ""),
+                })
+    for r in results.get("memory", []):
+        if r["impl"] == "hyperdnn":
+            met = r.get("status") == "ok" and r["peak_vs_theta"] <= GOAL_MEMORY
+            detail = f"{r['peak_vs_theta']:.2f}x theta" if r.get("status") == "ok" else r.get("reason", "")
+            out.append({"goal": f"workload 4 {r['variant']}: peak memory <= {GOAL_MEMORY}x theta", "met": met, "detail": detail})
+    return out
+
+
+def goals_table(gs: list[dict]) -> str:
+    return md_table(["goal", "met", "measured"], [[g["goal"], "yes" if g["met"] else "**no**", str(g["detail"])] for g in gs])
+
+
+def plot_scaling(curves: dict[str, dict[str, list]], xlabel: str, title: str, path: Path) -> None:
+    """One line per implementation: median ms/step against size (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    styles = {"limit": ("k", "--"), "hyperdnn": ("tab:red", "-")}
+    for name, c in curves.items():
+        pts = [(x, y) for x, y in zip(c["x"], c["ms"]) if y is not None and math.isfinite(y)]
+        color, ls = styles.get(name, (None, "-"))
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", ms=4, color=color, ls=ls, label=name)
+        else:
+            ax.plot([], [], ls="none", label=f"{name}: {c.get('status', 'n/a')}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ms / step (forward + backward + Adam), median")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
