@@ -1,0 +1,150 @@
+"""Recipe ``seq-mnist``: MNIST read row by row (28 steps of 28 pixels), HyperLSTM vs nn.LSTM.
+
+Three classifiers, each a recurrent layer whose last hidden state feeds a
+linear layer over the 10 digits: a HyperLSTM (Ha et al. 2016, section 3.2),
+an nn.LSTM with the same hidden size, and an nn.LSTM whose hidden size is
+chosen so that its parameter count (recurrent layer + read-out) matches the
+HyperLSTM's. Adam, cosine decay to 10 %, gradient-norm clipping; reported:
+test accuracy after the last epoch (no model selection on the test set).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperdnn.data.mnist import load_mnist
+from hyperdnn.errors import ConfigError
+from hyperdnn.layers.hyper_lstm import HyperLSTM
+from hyperdnn.recipes import recipe
+from hyperdnn.runs import RunContext
+
+MODELS = ("hyper-lstm", "lstm", "lstm-matched")
+
+
+@dataclass
+class Config:
+    """Configuration of ``seq-mnist``."""
+
+    models: tuple[str, ...] = field(default=MODELS, metadata={"help": "which of " + ",".join(MODELS)})
+    hidden: int = 128
+    hyper_size: int = 32
+    embedding_size: int = field(default=4, metadata={"help": "HyperLSTM N_z"})
+    layer_norm: bool = False
+    epochs: int = 4
+    batch_size: int = 128
+    train_subset: int = field(default=0, metadata={"help": "train on the first N training images only (0: all 60,000)"})
+    lr: float = 2e-3
+    clip: float = 1.0
+
+
+class RowClassifier(nn.Module):
+    """(B, 28, 28) images read row by row -> (B, 10) logits from the last hidden state."""
+
+    def __init__(self, rnn: nn.Module, hidden: int) -> None:
+        super().__init__()
+        self.rnn, self.head = rnn, nn.Linear(hidden, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(x)  # (B, 28, hidden), batch_first
+        return self.head(out[:, -1])
+
+
+def _count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def matched_lstm_hidden(target_params: int) -> int:
+    """Hidden size H of nn.LSTM(28, H) + Linear(H, 10) whose parameter count is closest to target_params."""
+    def n(h: int) -> int:
+        return 4 * h * (28 + h + 2) + 10 * h + 10
+
+    return min(range(1, 4096), key=lambda h: abs(n(h) - target_params))
+
+
+def build(kind: str, cfg: Config) -> RowClassifier:
+    """One of the three classifiers."""
+    if kind == "hyper-lstm":
+        rnn = HyperLSTM(28, cfg.hidden, hyper_size=cfg.hyper_size, embedding_size=cfg.embedding_size,
+                        layer_norm=cfg.layer_norm, batch_first=True)
+        return RowClassifier(rnn, cfg.hidden)
+    if kind == "lstm":
+        return RowClassifier(nn.LSTM(28, cfg.hidden, batch_first=True), cfg.hidden)
+    if kind == "lstm-matched":
+        h = matched_lstm_hidden(_count(build("hyper-lstm", cfg)))
+        return RowClassifier(nn.LSTM(28, h, batch_first=True), h)
+    raise ConfigError(f"seq-mnist: unknown model {kind!r} (expected one of {', '.join(MODELS)})")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1000) -> float:
+    """Fraction of correctly classified images."""
+    was = model.training
+    model.eval()
+    correct = sum((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item() for i in range(0, len(images), batch))
+    model.train(was)
+    return correct / len(images)
+
+
+@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config)
+def run(ctx: RunContext) -> dict:
+    cfg: Config = ctx.config
+    for m in cfg.models:
+        if m not in MODELS:
+            raise ConfigError(f"seq-mnist: unknown model {m!r} in --models (expected some of {', '.join(MODELS)})")
+    data = load_mnist(ctx.data_dir)
+    dev = ctx.device
+    mean, std = 0.1307, 0.3081
+
+    def prep(x: Tensor) -> Tensor:
+        return ((x.float() / 255.0 - mean) / std).to(dev)  # (N, 28, 28): rows are the time steps
+
+    n_train = cfg.train_subset or len(data.train_images)
+    xtr, ytr = prep(data.train_images[:n_train]), data.train_labels[:n_train].to(dev)
+    xte, yte = prep(data.test_images), data.test_labels.to(dev)
+    steps_per_epoch = len(xtr) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    models = {k: build(k, cfg).to(dev) for k in cfg.models}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr) for k, m in models.items()}
+    ctx.track(**{f"model_{k}": m for k, m in models.items()}, **{f"opt_{k}": o for k, o in opts.items()})
+    state = ctx.restore({"model": 0, "step": 0, "results": {}})
+    perm, perm_key = None, None
+    ctx.progress(total=total * len(cfg.models))
+    while state["model"] < len(cfg.models):
+        kind = cfg.models[state["model"]]
+        model, opt = models[kind], opts[kind]
+        while state["step"] < total:
+            epoch, i = divmod(state["step"], steps_per_epoch)
+            if perm_key != (state["model"], epoch):  # the order of an epoch is a function of (seed, epoch): exact resume
+                gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)
+                perm, perm_key = torch.randperm(len(xtr), generator=gen).to(dev), (state["model"], epoch)
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * state["step"] / total)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            state["step"] += 1
+            if state["step"] % steps_per_epoch == 0:
+                ctx.log(kind="epoch", model=kind, epoch=state["step"] // steps_per_epoch, test_acc=accuracy(model, xte, yte))
+            ctx.step_done(loss=loss.item(), model=kind)
+        hidden = model.rnn.hidden_size
+        res = {"test_acc": accuracy(model, xte, yte), "params": _count(model), "hidden": hidden}
+        state["results"][kind] = res
+        ctx.log(kind="final", model=kind, **res)
+        state["model"] += 1
+        state["step"] = 0
+    ctx.close_progress()
+    results = state["results"]
+    ctx.table(
+        f"Sequential MNIST (row by row), test accuracy after {cfg.epochs} epochs",
+        ["model", "hidden", "params", "test accuracy", "test error %"],
+        [[k, r["hidden"], r["params"], r["test_acc"], round(100 * (1 - r["test_acc"]), 2)] for k, r in results.items()],
+    )
+    return {"models": results}
