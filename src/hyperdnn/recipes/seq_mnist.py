@@ -35,7 +35,7 @@ class Config:
     hyper_size: int = 32
     embedding_size: int = field(default=4, metadata={"help": "HyperLSTM N_z"})
     layer_norm: bool = False
-    epochs: int = 4
+    epochs: int = 10
     batch_size: int = 128
     train_subset: int = field(default=0, metadata={"help": "train on the first N training images only (0: all 60,000)"})
     lr: float = 2e-3
