@@ -17,9 +17,12 @@ from .subject import Subject, Unavailable
 def split_theta(theta: Tensor, target: TargetSpec) -> list[Tensor]:
     """Views of a flat theta (P,) or (B, P) in the target's shapes, no copy."""
     lead = theta.shape[:-1]
-    sizes = [s for _, s in target.shapes()]
-    pieces = torch.split(theta[..., : target.n_params], [int(torch.Size(s).numel()) for s in sizes], dim=-1)
-    return [p.view(*lead, *s) for p, s in zip(pieces, sizes)]
+    shapes = [s for _, s in target.shapes()]
+    sizes = [int(torch.Size(s).numel()) for s in shapes]
+    extra = theta.shape[-1] - target.n_params  # the unused tail of the last chunk
+    # one split (its backward is one cat), no slice (whose backward zero-fills a full-size tensor)
+    pieces = torch.split(theta, sizes + [extra] if extra else sizes, dim=-1)
+    return [p.view(*lead, *s) for p, s in zip(pieces, shapes)]
 
 
 class StaticFull(nn.Module):

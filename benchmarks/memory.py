@@ -93,8 +93,9 @@ class LimitChunked(nn.Module):
     def forward(self) -> dict[str, Tensor]:
         n = self.chunk_emb.shape[0]
         tokens = torch.cat([self.emb.weight[self.task].expand(n, -1), self.chunk_emb], 1)  # (n, 16)
-        flat = self.head(self.body(tokens)).view(-1)[: self.numel]  # (P,)
-        pieces = torch.split(flat, [math.prod(s) for _, s in self.shapes])
+        flat = self.head(self.body(tokens)).view(-1)  # (n * chunk_size,), P used
+        sizes = [math.prod(s) for _, s in self.shapes]
+        pieces = torch.split(flat, sizes + [flat.numel() - self.numel])
         return {name: p.view(s) for (name, s), p in zip(self.shapes, pieces)}
 
 

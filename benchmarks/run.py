@@ -23,13 +23,14 @@ BUILDERS: dict[str, Callable[[Workload], Subject]] = {
     "limit-dense": limit.build_dense_lowrank,
     "hyperdnn": hyperdnn_adapter.build,
     "hypnettorch": hypnettorch_peer.build,
+    "hypnettorch+vmap": hypnettorch_peer.build_vmap,
     "hyperlight": hyperlight_peer.build,
     "hyper-nn": hypernn_peer.build,
 }
 
 
 #: rows shown only where they apply (no "n/a" line elsewhere)
-EXTRAS = {"limit-dense"}
+EXTRAS = {"limit-dense", "hypnettorch+vmap"}
 
 
 @dataclass

@@ -47,3 +47,34 @@ def _dynamic(wl: Workload, mnet: nn.Module, hnet: nn.Module) -> Subject:
         return torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
 
     return Subject("hypnettorch", module, forward, loop, note="target looped over samples")
+
+
+def build_vmap(wl: Workload) -> Subject:
+    """Workload 2 the fast way a hypnettorch user can write: flattened weights, ``torch.func.vmap``
+    over ``mnet.forward`` instead of a Python loop."""
+    if wl.key != "dynamic_full":
+        raise Unavailable("n/a", "only for per-sample weights")
+    import_peer("hypnettorch")
+    from hypnettorch.hnets import HMLP
+    from hypnettorch.mnets import MLP
+
+    t, h = wl.target, wl.hyper
+    mnet = MLP(n_in=t.in_dim, n_out=t.out_dim, hidden_layers=(t.hidden,), no_weights=True, verbose=False)
+    shapes = mnet.param_shapes
+    hnet = HMLP(shapes, uncond_in_size=h.cond_dim, cond_in_size=0, layers=h.body, num_cond_embs=0, verbose=False)
+    encoder = nn.Linear(t.in_dim, h.cond_dim)
+    sizes = [int(torch.Size(s).numel()) for s in shapes]
+
+    def one(xi: Tensor, *w: Tensor) -> Tensor:
+        return mnet.forward(xi.unsqueeze(0), weights=list(w)).squeeze(0)
+
+    def forward(x: Tensor) -> Tensor:
+        flat = hnet.forward(uncond_input=encoder(x), ret_format="flattened")  # (B, P)
+        ws = [p.view(x.shape[0], *s) for p, s in zip(torch.split(flat, sizes, dim=1), shapes)]
+        return torch.func.vmap(one)(x, *ws)
+
+    def loop(x: Tensor) -> Tensor:
+        return torch.cat([forward(x[i : i + 1]) for i in range(x.shape[0])])
+
+    module = nn.ModuleDict({"mnet": mnet, "hnet": hnet, "encoder": encoder})
+    return Subject("hypnettorch+vmap", module, forward, loop, note="torch.func.vmap over mnet.forward")
