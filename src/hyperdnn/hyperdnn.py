@@ -20,6 +20,7 @@ from .batched import call_batched, repeat_groups
 from .conditioning import Condition
 from .errors import HDTypeError, NonFiniteWeightsError, ShapeError
 from .hypernetwork import HyperNetwork
+from .outputs.low_rank import LowRankOutput
 from .selection import Selector
 from .summary import Summary, summarize
 from .target import TargetSpec, call_static, check_weights, prepare_target
@@ -119,15 +120,34 @@ class HyperDNN(nn.Module):
         conditions = {k: kwargs.pop(k) for k in keywords if k in kwargs}
         x = args[0] if args else None
         cond = self.hypernetwork.condition(x, conditions)
-        theta = self.hypernetwork(cond.z)
-        if self.check_finite:
-            check_finite(theta)
         if cond.mode == "static":
+            theta = self.hypernetwork(cond.z)
+            if self.check_finite:
+                check_finite(theta)
             return self._static(theta, args, kwargs)
+        theta = self._batched_weights(cond.z)
         if cond.mode == "per_sample":
             self._check_batch(args, cond.z.shape[0])
             return call_batched(self.target, theta, cond.z.shape[0], args, kwargs, self.batch_dim)
         return self._ensemble(theta, cond.z.shape[0], args, kwargs)
+
+    def _batched_weights(self, z: Tensor) -> dict[str, Any]:
+        """Weights for G conditions; low-rank outputs stay factored (Linear layers use them as is)."""
+        outputs = self.hypernetwork.outputs
+        if isinstance(outputs, LowRankOutput):
+            theta: dict[str, Any] = {}
+            for p, v in zip(self.spec.params, outputs.factors(z).values()):
+                if isinstance(v, tuple) and len(p.shape) != 2:
+                    v = torch.matmul(v[0], v[1].transpose(-1, -2)).unflatten(-1, p.shape[1:])
+                theta[p.name] = v
+            if self.check_finite:
+                check_finite({f"{n}[{i}]" if isinstance(v, tuple) else n: t for n, v in theta.items()
+                              for i, t in (enumerate(v) if isinstance(v, tuple) else [(0, v)])})
+            return theta
+        theta = self.hypernetwork(z)
+        if self.check_finite:
+            check_finite(theta)
+        return theta
 
     def run_target(self, x: Any, weights: dict[str, Tensor], *args: Any, **kwargs: Any) -> Any:
         """Runs the target on ``(x, *args, **kwargs)`` with the given generated weights.

@@ -22,7 +22,16 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from .fallback import vmap_rule
+from .linear_conv import linear
 from .rules import RULES, SUBTREE_RULES
+
+
+def materialize(w: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    """Low-rank factors ``(A, B)`` -> ``A @ B^T``; tensors pass through."""
+    if isinstance(w, tuple):
+        a, b = w
+        return torch.matmul(a, b.transpose(-1, -2))
+    return w
 
 
 def _plan(target: nn.Module, names: list[str]) -> list[tuple[nn.Module, Any, dict[str, str]]]:
@@ -65,7 +74,8 @@ def call_batched(
 
     Args:
         target: the prepared target copy (generated names are empty buffers).
-        theta: name -> tensor of shape ``(G, *param_shape)``.
+        theta: name -> tensor of shape ``(G, *param_shape)``, or for a Linear weight
+            low-rank factors ``(A (G, out, r), B (G, in, r))``.
         groups: ``G``.
         args, kwargs: the target's inputs, with ``G * n`` rows (group-major) along
             ``batch_dim``.
@@ -77,6 +87,8 @@ def call_batched(
     try:
         for mod, rule, local in plan:
             weights = {loc: theta[full] for full, loc in local.items()}
+            if rule is not linear:
+                weights = {k: materialize(v) for k, v in weights.items()}
             mod.forward = _bind(rule, mod, weights, groups, batch_dim)
             patched.append(mod)
         return target(*args, **kwargs)

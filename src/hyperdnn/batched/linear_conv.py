@@ -11,18 +11,28 @@ from ._util import get, groups_back, groups_first
 
 
 def linear(mod: nn.Linear, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
-    """``y = x W^T + b`` with ``W: (G, out, in)``, rows of ``x`` grouped by weight set."""
+    """``y = x W^T + b`` with ``W: (G, out, in)``, rows of ``x`` grouped by weight set.
+
+    ``W`` may also be low-rank factors ``(A, B)`` with ``W = A B^T``; then
+    ``y = (x B) A^T`` costs ``r (in + out)`` per row instead of ``in * out``.
+    """
     weight, _ = get(mod, w, "weight")
     bias, bias_b = get(mod, w, "bias")
     xg, moved = groups_first(x, groups, batch_dim)  # (G, n*, in)
-    if bias is not None and bias_b:
-        y = torch.baddbmm(bias.unsqueeze(1), xg, weight.transpose(-1, -2)) if weight.dim() == 3 else (
-            torch.matmul(xg, weight.t()) + bias.unsqueeze(1)
-        )
-    else:
-        y = torch.matmul(xg, weight.transpose(-1, -2))  # (G, n*, out)
+    if isinstance(weight, tuple):
+        a, b = weight  # (G, out, r), (G, in, r)
+        y = torch.matmul(torch.matmul(xg, b), a.transpose(-1, -2))  # (G, n*, out)
         if bias is not None:
-            y = y + bias
+            y = y + (bias.unsqueeze(1) if bias_b else bias)
+        return groups_back(y, moved, y.shape[-1], batch_dim)
+    if weight.dim() == 3:
+        # (W x^T)^T rather than x W^T: the weight's gradient then comes out in W's own
+        # layout, so gathering it into the flat theta gradient needs no transposing copy.
+        y = torch.matmul(weight, xg.transpose(-1, -2)).transpose(-1, -2)  # (G, n*, out)
+    else:
+        y = torch.matmul(xg, weight.t())
+    if bias is not None:
+        y = y + (bias.unsqueeze(1) if bias_b else bias)
     return groups_back(y, moved, y.shape[-1], batch_dim)
 
 

@@ -58,14 +58,16 @@ def make_tokens(z: Tensor, emb: Tensor | None) -> Tensor:
 
 
 def split_flat(flat: Tensor, spec: TargetSpec) -> dict[str, Tensor]:
-    """``(..., P) -> {name: (..., *shape)}`` as views (no copy)."""
-    lead = flat.shape[:-1]
-    out = {}
-    start = 0
-    for p in spec.params:
-        out[p.name] = flat[..., start : start + p.numel].unflatten(-1, p.shape) if p.shape else flat[..., start].reshape(lead)
-        start += p.numel
-    return out
+    """``(..., P + extra) -> {name: (..., *shape)}`` as views (no copy); a trailing extra is dropped.
+
+    One ``split`` rather than a slice per tensor: its backward writes all the
+    gradients into one buffer, where each slice's backward would allocate and
+    zero a tensor as large as ``flat``.
+    """
+    sizes = [p.numel for p in spec.params]
+    extra = flat.shape[-1] - spec.numel
+    pieces = flat.split(sizes + [extra] if extra else sizes, dim=-1)
+    return {p.name: piece.unflatten(-1, p.shape) if p.shape else piece.squeeze(-1) for p, piece in zip(spec.params, pieces)}
 
 
 def std_mean_rows(spec: TargetSpec, device: Any = None) -> tuple[Tensor, Tensor]:

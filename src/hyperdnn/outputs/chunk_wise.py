@@ -58,8 +58,7 @@ class ChunkWiseOutput(OutputModule):
     def forward(self, z: Tensor) -> dict[str, Tensor]:
         h = self.body(make_tokens(z, self.chunk_embeddings))  # (..., n_chunks, d_h)
         chunks = self.head(h)  # (..., n_chunks, chunk_size)
-        flat = chunks.flatten(-2)[..., : self.spec.numel]  # (..., P), last chunk trimmed
-        return split_flat(flat, self.spec)
+        return split_flat(chunks.flatten(-2), self.spec)  # (..., P); the last chunk's tail is dropped
 
     def calibrate(self, probe: Tensor) -> None:
         std, mean = pooled_std_mean(self.spec)
