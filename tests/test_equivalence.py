@@ -98,3 +98,35 @@ def test_buffers_train_eval_and_state_dict_reach_the_target() -> None:
     assert "target.1.weight" in own and "target.0.weight" not in own
     model.to(torch.float64)
     assert model(torch.randn(2, 3, dtype=torch.float64), task=1).dtype == torch.float64
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.out(torch.tanh(self.emb(idx)))
+
+
+def test_tied_weights_are_generated_once_and_used_everywhere() -> None:
+    torch.manual_seed(0)
+    plain = Tied()
+    model = hd.HyperDNN(copy.deepcopy(plain), inputs=hd.TaskEmbedding(2, 4))
+    assert model.spec.names == ["emb.weight"]
+    idx = torch.randint(0, 10, (3, 5))
+    torch.testing.assert_close(model.run_target(idx, {"emb.weight": plain.emb.weight.detach()}), plain(idx))
+
+
+def test_target_built_from_shapes_alone_on_the_meta_device() -> None:
+    with torch.device("meta"):
+        big = nn.Sequential(nn.Linear(300, 200), nn.Linear(200, 50))
+    model = hd.HyperDNN(big, inputs=hd.TaskEmbedding(2, 4), outputs=hd.ChunkWise(1000, 8))
+    theta = model.weights(task=0)
+    assert theta["0.weight"].device.type == "cpu" and theta["0.weight"].shape == (200, 300)
+    want = 1 / (3 * 300) ** 0.5
+    assert 0.5 * want < theta["0.weight"].std().item() < 2 * want
+    y = model(torch.randn(2, 300), task=1)
+    assert y.shape == (2, 50)

@@ -9,6 +9,7 @@ depend on earlier ones; attention lets every token see every other.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +71,10 @@ class MLPBody(BodyModule):
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
-            layers.append(nn.Linear(width, h))
+            with warnings.catch_warnings():
+                # A zero-width input (no condition) is legal: the layer then learns a constant.
+                warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+                layers.append(nn.Linear(width, h))
             if activation is not None:
                 layers.append(ACTIVATIONS[activation]())
             if dropout:

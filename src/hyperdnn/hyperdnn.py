@@ -23,7 +23,7 @@ from .hypernetwork import HyperNetwork
 from .outputs.low_rank import LowRankOutput
 from .selection import Selector
 from .summary import Summary, summarize
-from .target import TargetSpec, call_static, check_weights, prepare_target
+from .target import StaticCaller, TargetSpec, check_weights, prepare_target
 
 
 def check_finite(theta: dict[str, Tensor]) -> None:
@@ -91,10 +91,7 @@ class HyperDNN(nn.Module):
         self.check_finite = check_finite
         self.configs = {"inputs": inputs, "outputs": outputs, "body": body}
         self.frozen = [n for n, p in self.target.named_parameters() if not p.requires_grad]
-        self._rnn_slots = [
-            (m, i, m._flat_weights[i]) for m in self.target.modules() if isinstance(m, nn.RNNBase)
-            for i, n in enumerate(m._flat_weights_names) if n in m._buffers
-        ]
+        self._call_static = StaticCaller(self.target, spec.names)
 
     # ------------------------------------------------------------ weights
 
@@ -164,12 +161,7 @@ class HyperDNN(nn.Module):
         return call_batched(self.target, weights, groups, all_args, kwargs, self.batch_dim)
 
     def _static(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
-        try:
-            return call_static(self.target, theta, args, kwargs)
-        finally:
-            # nn.RNNBase keeps its own list of weight tensors; drop the generated ones.
-            for mod, i, slot in self._rnn_slots:
-                mod._flat_weights[i] = slot
+        return self._call_static(theta, args, kwargs)
 
     def _check_batch(self, args: tuple, groups: int) -> None:
         x = args[0] if args else None

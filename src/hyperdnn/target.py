@@ -62,8 +62,13 @@ class TargetSpec:
 
 
 def _stats(t: Tensor) -> tuple[float, float]:
-    if t.is_meta or t.numel() == 0:
+    if t.numel() == 0:
         return 0.0, 0.0
+    if t.is_meta:
+        # No values (a target built from shapes alone): assume PyTorch's default
+        # kaiming-uniform init for matrices, zeros for vectors.
+        fan_in = math.prod(t.shape[1:]) if t.dim() >= 2 else 0
+        return 0.0, (1.0 / math.sqrt(3 * fan_in)) if fan_in else 0.0
     t = t.detach().float()
     std = t.std().item() if t.numel() > 1 else 0.0
     return t.mean().item(), std
@@ -173,3 +178,52 @@ def check_weights(spec: TargetSpec, theta: dict[str, Tensor]) -> int | None:
 def call_static(target: nn.Module, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
     """Runs ``target`` with one weight set (no batch dimension on ``theta``)."""
     return functional_call(target, theta, args, kwargs, strict=False, tie_weights=True)
+
+
+class StaticCaller:
+    """Runs the prepared target with one weight set, as ``functional_call`` does, but faster.
+
+    The generated slots are buffers of HyperDNN's private copy of the target, so
+    they can be filled for the duration of the call and emptied in ``finally``;
+    this skips ``functional_call``'s general name resolution, which costs more than
+    a small target's whole forward pass. Tied names are filled together, and
+    ``nn.RNNBase``'s own list of weights is kept in step.
+    """
+
+    def __init__(self, target: nn.Module, names: list[str]) -> None:
+        self.target = target
+        wanted = set(names)
+        first: dict[int, str] = {}
+        self.slots: dict[str, list[tuple[nn.Module, str, Tensor]]] = {n: [] for n in names}
+        for mod_name, mod in target.named_modules(remove_duplicate=False):
+            for attr, buf in mod._buffers.items():
+                full = f"{mod_name}.{attr}" if mod_name else attr
+                if buf is None:
+                    continue
+                key = first.setdefault(id(buf), full) if full in wanted or id(buf) in first else None
+                if key is not None and key in self.slots:
+                    self.slots[key].append((mod, attr, buf))
+        missing = [n for n, s in self.slots.items() if not s]
+        if missing:
+            raise ConfigError(f"HyperDNN: internal error, no slot for generated tensors {missing}")
+        self.rnn: list[tuple[nn.Module, int, str]] = []
+        for n, slots in self.slots.items():
+            for mod, attr, _ in slots:
+                if isinstance(mod, nn.RNNBase) and attr in mod._flat_weights_names:
+                    self.rnn.append((mod, mod._flat_weights_names.index(attr), n))
+
+    def __call__(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
+        try:
+            for name, slots in self.slots.items():
+                t = theta[name]
+                for mod, attr, _ in slots:
+                    mod._buffers[attr] = t
+            for mod, i, name in self.rnn:
+                mod._flat_weights[i] = theta[name]
+            return self.target(*args, **kwargs)
+        finally:
+            for slots in self.slots.values():
+                for mod, attr, empty in slots:
+                    mod._buffers[attr] = empty
+            for mod, i, name in self.rnn:
+                mod._flat_weights[i] = self.slots[name][0][2]
