@@ -87,6 +87,19 @@ class MLPBody(BodyModule):
         return self.net(tokens)
 
 
+def _over_sequences(tokens: Tensor, fn, out_features: int) -> Tensor:
+    """Applies a sequence model ``fn: (N, T, d) -> (N, T, out)`` to ``(..., T, d)`` tokens.
+
+    A zero-width token (no condition, no embedding) is fed as a single zero feature.
+    """
+    lead = tokens.shape[:-2]
+    t, d = tokens.shape[-2:]
+    flat = tokens.reshape(-1, t, d)
+    if d == 0:
+        flat = flat.new_zeros(flat.shape[0], t, 1)
+    return fn(flat).reshape(*lead, t, out_features)
+
+
 @dataclass
 class RNN:
     """A recurrent body that walks the components in order (GRU or LSTM cell).
@@ -125,13 +138,7 @@ class RNNBody(BodyModule):
         self.in_features, self.out_features = in_features, hidden
 
     def forward(self, tokens: Tensor) -> Tensor:
-        lead = tokens.shape[:-2]
-        t, d = tokens.shape[-2:]
-        flat = tokens.reshape(-1, t, d)
-        if d == 0:
-            flat = flat.new_zeros(flat.shape[0], t, 1)
-        out, _ = self.rnn(flat)
-        return out.reshape(*lead, t, self.out_features)
+        return _over_sequences(tokens, lambda flat: self.rnn(flat)[0], self.out_features)
 
 
 @dataclass
@@ -175,13 +182,7 @@ class AttentionBody(BodyModule):
         self.in_features, self.out_features = in_features, dim
 
     def forward(self, tokens: Tensor) -> Tensor:
-        lead = tokens.shape[:-2]
-        t, d = tokens.shape[-2:]
-        flat = tokens.reshape(-1, t, d)
-        if d == 0:
-            flat = flat.new_zeros(flat.shape[0], t, 1)
-        out = self.encoder(self.proj(flat))
-        return out.reshape(*lead, t, self.out_features)
+        return _over_sequences(tokens, lambda flat: self.encoder(self.proj(flat)), self.out_features)
 
 
 BODY_TYPES = {c.__name__: c for c in (MLP, RNN, Attention)}
