@@ -75,3 +75,15 @@ def test_component_wise_tiles_non_square_and_ragged_channels() -> None:
     a = out.w_in[key](e).view(16, 4)
     tile = out.w_out[key](a).view(16, 16, 3, 3).transpose(0, 1)
     torch.testing.assert_close(theta["weight"][16:32, 0:16], tile)
+
+
+@pytest.mark.parametrize("scheme,fan", [("hyperfan-in", 48 * 9), ("hyperfan-out", 24 * 9)])
+def test_hyperfan_schemes_give_one_over_fan(scheme: str, fan: int) -> None:
+    torch.manual_seed(0)
+    model = hd.HyperDNN(nn.Conv2d(48, 24, 3), inputs=hd.TaskEmbedding(3, 8), outputs=hd.ChunkWise(2000, 8),
+                        body=hd.MLP((64, 64)), generate="weight", init=scheme)
+    got = model.weights(task=0)["weight"].std().item()
+    want = fan ** -0.5
+    assert 0.7 * want < got < 1.4 * want
+    with pytest.raises(hd.ConfigError, match="init must be 'target', 'hyperfan-in' or 'hyperfan-out'"):
+        hd.HyperDNN(nn.Linear(3, 3), inputs=hd.TaskEmbedding(2, 2), init="xavier")

@@ -83,6 +83,7 @@ def save(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] |
         "freeze": list(model.frozen),
         "batch_dim": model.batch_dim,
         "check_finite": model.check_finite,
+        "init": model.init_scheme,
         "target_class": type(model.target).__name__,
         "tensors": {k: [str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in state.items()},
         "sha256": _sha256(d / TENSORS),
@@ -151,6 +152,7 @@ def load(directory: str | os.PathLike, target: nn.Module, encoder: nn.Module | N
             freeze=list(config["freeze"]) or None,
             batch_dim=config["batch_dim"],
             check_finite=config.get("check_finite", False),
+            init=config.get("init", "target"),
         )
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"load: {CONFIG} is incomplete or malformed ({e!r})") from None

@@ -52,6 +52,9 @@ class HyperDNN(nn.Module):
         batch_dim: where the batch lives in the target's input (1 for sequence-first RNNs).
         check_finite: raise ``NonFiniteWeightsError`` naming the tensor if generated
             weights hold NaN/Inf (costs one reduction per tensor per call).
+        init: the scale generated weights start at: ``"target"`` (default: the target's
+            own init statistics, per tensor), ``"hyperfan-in"`` or ``"hyperfan-out"``
+            (Chang et al. 2020: ``Var(theta) = 1/fan_in`` or ``1/fan_out``).
 
     Calling:
         ``model(x, task=3)`` (static condition) runs the target with one weight set;
@@ -75,11 +78,13 @@ class HyperDNN(nn.Module):
         freeze: Selector = None,
         batch_dim: int = 0,
         check_finite: bool = False,
+        init: str = "target",
     ) -> None:
         super().__init__()
         if not isinstance(batch_dim, int) or batch_dim < 0:
             raise HDTypeError(f"HyperDNN: batch_dim must be a non-negative int (got {batch_dim!r})")
         target_copy, spec, initial = prepare_target(target, generate, freeze)
+        spec = spec.with_init(init)
         self.param_order = [n for n, _ in target.named_parameters()]
         self.target = target_copy
         self.spec: TargetSpec = spec
@@ -89,6 +94,7 @@ class HyperDNN(nn.Module):
             self.hypernetwork.to(device=ref.device)
         self.batch_dim = batch_dim
         self.check_finite = check_finite
+        self.init_scheme = init
         self.configs = {"inputs": inputs, "outputs": outputs, "body": body}
         self.frozen = [n for n, p in self.target.named_parameters() if not p.requires_grad]
         self._call_static = StaticCaller(self.target, spec.names)

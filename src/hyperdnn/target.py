@@ -60,6 +60,26 @@ class TargetSpec:
     def to_json(self) -> dict[str, Any]:
         return {"params": [[p.name, list(p.shape)] for p in self.params]}
 
+    def with_init(self, scheme: str) -> "TargetSpec":
+        """The spec with the scale the generated weights should start at.
+
+        Args:
+            scheme: ``"target"`` keeps the target's own init statistics; ``"hyperfan-in"``
+                and ``"hyperfan-out"`` (Chang et al. 2020) give every matrix or kernel
+                ``Var = 1 / fan_in`` or ``1 / fan_out`` and mean 0 (vectors keep their statistics).
+        """
+        if scheme == "target":
+            return self
+        if scheme not in ("hyperfan-in", "hyperfan-out"):
+            raise ConfigError(f"HyperDNN: init must be 'target', 'hyperfan-in' or 'hyperfan-out' (got {scheme!r})")
+        stds, means = list(self.init_std), list(self.init_mean)
+        for i, p in enumerate(self.params):
+            if len(p.shape) >= 2:
+                receptive = math.prod(p.shape[2:])
+                fan = p.shape[1] * receptive if scheme == "hyperfan-in" else p.shape[0] * receptive
+                stds[i], means[i] = 1.0 / math.sqrt(fan), 0.0
+        return TargetSpec(self.params, tuple(means), tuple(stds))
+
 
 def _stats(t: Tensor) -> tuple[float, float]:
     if t.numel() == 0:
