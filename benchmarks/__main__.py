@@ -70,13 +70,14 @@ def _machine() -> dict:
 
 
 def _curve(wls: list[tuple[int, Workload]], names: list[str], rounds: int, log) -> dict[str, dict]:
-    curves = {n: {"x": [], "ms": [], "status": "ok"} for n in names}
+    curves: dict[str, dict] = {}
     for x, wl in wls:
         log(f"  size {x}")
         for r in run_workload(wl, names=names, rounds=rounds, log=log):
-            c = curves[r.name]
+            c = curves.setdefault(r.name, {"x": [], "ms": [], "ratio": [], "status": "ok"})
             c["x"].append(x)
             c["ms"].append(r.ms)
+            c["ratio"].append(r.ratio)
             if r.status != "ok":
                 c["status"] = r.status
                 c["reason"] = r.reason
@@ -86,10 +87,11 @@ def _curve(wls: list[tuple[int, Workload]], names: list[str], rounds: int, log) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch.set_num_threads values for workloads 1-3 (default: 1 2)")
-    ap.add_argument("--curve-threads", type=int, default=2, help="threads for the scaling curves and workload 4 (default 2)")
+    ap.add_argument("--curve-threads", type=int, default=1, help="threads for the scaling curves (default 1: least noisy on a shared machine)")
+    ap.add_argument("--memory-threads", type=int, default=2, help="threads for workload 4 (default 2)")
     ap.add_argument("--only", nargs="+", choices=["1a", "1b", "2", "3", "4", "5"], help="run only these workloads")
     ap.add_argument("--impls", nargs="+", choices=list(BUILDERS), default=list(BUILDERS), help="implementations to run")
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds per workload (median taken)")
+    ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per workload (median taken)")
     ap.add_argument("--quick", action="store_true", help="3 rounds, fewer sizes in the curves (a fast check, not for publishing)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where to write results.json, tables.md, PNGs")
     a = ap.parse_args(argv)
@@ -140,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                                  [[k.replace("3r", "rank "), f"{v:.1f}x"] for k, v in speed.items()]))
 
     if "4" in only:
-        log(f"[{time.perf_counter() - t_start:6.0f}s] Workload 4: GPT-2 small theta, {a.curve_threads} thread(s), one subprocess each")
+        log(f"[{time.perf_counter() - t_start:6.0f}s] Workload 4: GPT-2 small theta, {a.memory_threads} thread(s), one subprocess each")
         impls = tuple(n for n in memory.IMPLS if n in a.impls)
-        results["memory"] = memory.run_all(a.curve_threads, impls, log=log)
+        results["memory"] = memory.run_all(a.memory_threads, impls, log=log)
         emit(f"Workload 4: GPT-2 small (124,439,808 parameters, theta = {results['memory'][0]['theta_mb']:.0f} MiB fp32) "
-             f"generated once, forward only — torch.set_num_threads({a.curve_threads})", report.memory_table(results["memory"]))
+             f"generated once, forward only — torch.set_num_threads({a.memory_threads})", report.memory_table(results["memory"]))
 
     if "5" in only:
         torch.set_num_threads(a.curve_threads)

@@ -29,7 +29,14 @@ from .subject import Unavailable
 
 HYPER = HyperSpec(chunk_size=4000, chunk_dim=8, rank=4)
 VARIANTS = ("chunked", "lowrank")
-IMPLS = ("limit", "hyperdnn", "hypnettorch", "hyper-nn")
+IMPLS = ("limit", "hyperdnn", "hypnettorch", "hyperlight", "hyper-nn")
+#: (impl, variant) pairs the library does not offer: reported without starting a subprocess
+NOT_OFFERED = {
+    ("hyperlight", "chunked"): "hyperlight has no chunk-wise output",
+    ("hyperlight", "lowrank"): "hyperlight has no low-rank output",
+    ("hypnettorch", "lowrank"): "hypnettorch has no low-rank output",
+    ("hyper-nn", "lowrank"): "hyper-nn has no low-rank output",
+}
 
 
 def _status_kb(key: str) -> int:
@@ -139,8 +146,8 @@ def build(impl: str, variant: str) -> tuple[nn.Module, Callable[[], object]]:
         outputs = hd.ChunkWise(chunk_size=h.chunk_size, chunk_dim=h.chunk_dim) if variant == "chunked" else hd.LowRank(rank=h.rank)
         m = hd.HyperDNN(target, inputs=hd.TaskEmbedding(num_tasks=h.num_tasks, dim=h.task_dim), outputs=outputs, body=hd.MLP(hidden=h.body))
         return m, lambda: m.weights(task=h.task)
-    if variant != "chunked":
-        raise Unavailable("n/a", f"{impl} has no low-rank output")
+    if (impl, variant) in NOT_OFFERED:
+        raise Unavailable("n/a", NOT_OFFERED[impl, variant])
     if impl == "hypnettorch":
         from .peers import import_peer
 
@@ -185,7 +192,7 @@ def _numel(theta: object) -> int:
     return sum(t.numel() for t in vals)
 
 
-def measure(impl: str, variant: str, repeats: int = 3) -> dict:
+def measure(impl: str, variant: str, repeats: int = 5) -> dict:
     """Builds, then generates theta ``repeats`` times; peak memory of the first call."""
     theta_bytes = sum(math.prod(s) for _, s in gpt2_small_shapes()) * 4
     out: dict = {"impl": impl, "variant": variant, "threads": torch.get_num_threads(), "theta_mb": theta_bytes / 2**20}
@@ -224,6 +231,9 @@ def run_all(threads: int, impls: tuple[str, ...] = IMPLS, log: Callable[[str], N
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), _src_dir()) if p)}
     for variant in VARIANTS:
         for impl in impls:
+            if (impl, variant) in NOT_OFFERED:
+                results.append({"impl": impl, "variant": variant, "status": "n/a", "reason": NOT_OFFERED[impl, variant]})
+                continue
             cmd = [sys.executable, "-m", "benchmarks.memory", impl, variant, "--threads", str(threads)]
             t0 = time.perf_counter()
             try:

@@ -23,7 +23,7 @@ def timing_table(rows: list[Row]) -> str:
 
 
 def memory_table(results: list[dict]) -> str:
-    header = ["output", "implementation", "status", "seconds (median of 3)", "peak MiB above baseline", "peak / theta", "phi MiB"]
+    header = ["output", "implementation", "status", "seconds (median of 5)", "peak MiB above baseline", "peak / theta", "phi MiB"]
     out = []
     for r in results:
         if r.get("status") != "ok":
@@ -84,29 +84,45 @@ def goals_table(gs: list[dict]) -> str:
 
 
 def plot_scaling(curves: dict[str, dict[str, list]], xlabel: str, title: str, path: Path) -> None:
-    """One line per implementation: median ms/step against size (log-log)."""
+    """Left: median ms/step against size (log-log), one line per implementation.
+    Right: the same as a ratio to the limit (median of per-round ratios)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, (ax, axr) = plt.subplots(1, 2, figsize=(11, 4.3), dpi=110)
     styles = {"limit": ("k", "--"), "hyperdnn": ("tab:red", "-")}
+    xs_all: set = set()
     for name, c in curves.items():
-        pts = [(x, y) for x, y in zip(c["x"], c["ms"]) if y is not None and math.isfinite(y)]
         color, ls = styles.get(name, (None, "-"))
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", ms=4, color=color, ls=ls, label=name)
-        else:
+        pts = [(x, y, r) for x, y, r in zip(c["x"], c["ms"], c.get("ratio", [None] * len(c["x"])))
+               if y is not None and math.isfinite(y)]
+        if not pts:
             ax.plot([], [], ls="none", label=f"{name}: {c.get('status', 'n/a')}")
-    ax.set_xscale("log")
+            continue
+        xs, ys, rs = zip(*pts)
+        xs_all.update(xs)
+        line = ax.plot(xs, ys, marker="o", ms=4, color=color, ls=ls, label=name)[0]
+        if all(r is not None for r in rs):
+            axr.plot(xs, rs, marker="o", ms=4, color=line.get_color(), ls=ls, label=name)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for a in (ax, axr):
+        a.set_xscale("log")
+        a.set_xticks(sorted(xs_all))
+        a.xaxis.set_major_formatter(plain)
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.set_xlabel(xlabel)
+        a.grid(True, which="both", alpha=0.3)
     ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
+    ax.yaxis.set_major_formatter(plain)
     ax.set_ylabel("ms / step (forward + backward + Adam), median")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
+    axr.set_ylabel("time / limit's time (median of per-round ratios)")
+    axr.axhline(1.10, color="grey", lw=0.8, ls=":")
+    axr.text(min(xs_all) if xs_all else 1, 1.11, "goal 1.10x", fontsize=7, color="grey")
     ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

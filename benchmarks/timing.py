@@ -43,7 +43,7 @@ def interleaved(
     steps: dict[str, Callable[[], object]],
     rounds: int = 7,
     warmup: int = 2,
-    segment_s: float = 0.15,
+    segment_s: float = 0.2,
     reference: str | None = "limit",
     budget_s: float | None = None,
 ) -> dict[str, Timing]:
