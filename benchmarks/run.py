@@ -88,6 +88,35 @@ def check(subject: Subject, wl: Workload, x: Tensor, n_loop: int = 8) -> None:
             raise Unavailable("wrong", f"batched output differs from the per-sample loop (max abs diff {err:.3g} > {tol:.2g})")
 
 
+class _OpCounter:
+    """Counts the aten operators a forward runs (a Python loop over samples shows up as
+    a count that grows with the batch)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.n += 1
+                return func(*args, **(kwargs or {}))
+
+        self.n, self.mode = 0, Mode()
+
+    def count(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
+        self.n = 0
+        with torch.no_grad(), self.mode:
+            fn(x)
+        return self.n
+
+
+def loops_over_samples(subject: Subject, x: Tensor) -> bool:
+    """True when the forward's operator count grows with the batch (a per-sample loop)."""
+    c = _OpCounter()
+    return c.count(subject.forward, x[:4]) != c.count(subject.forward, x[:8])
+
+
 def run_workload(
     wl: Workload,
     names: list[str] | None = None,
@@ -106,7 +135,11 @@ def run_workload(
         try:
             subject = BUILDERS[name](wl)
             check(subject, wl, x)
-            rows[name] = Row(name, "ok", n_params=subject.n_params(), note=subject.note)
+            note = subject.note
+            if wl.dynamic:
+                loop = loops_over_samples(subject, x)
+                note = "; ".join(n for n in (note, "op count grows with batch (per-sample loop)" if loop else "op count independent of batch") if n)
+            rows[name] = Row(name, "ok", n_params=subject.n_params(), note=note)
             steps[name] = subject.make_step(x, y)
         except Unavailable as u:
             if name in EXTRAS and u.status == "n/a":

@@ -121,3 +121,18 @@ def test_main_writes_json_tables_and_plots(tmp_path):
 
 def test_body_mlp_shapes():
     assert body_mlp(4, (8, 5))(torch.randn(3, 4)).shape == (3, 5)
+
+
+def test_loop_detector():
+    from benchmarks.run import loops_over_samples
+
+    wl = tiny("dynamic_full")
+    x, _ = data(wl)
+    lim = limit.build(wl)
+    assert not loops_over_samples(lim, x)
+    looped = Subject("looped", lim.module, lim.loop_forward)
+    assert loops_over_samples(looped, x)
+    rows = {r.name: r for r in run_workload(wl, names=["limit", "hyperdnn"], rounds=2, log=lambda m: None)}
+    assert "op count independent of batch" in rows["limit"].note
+    if rows["hyperdnn"].status == "ok":
+        assert "op count independent of batch" in rows["hyperdnn"].note
