@@ -83,3 +83,20 @@ def test_batching_errors():
         list(bptt_batches(batchify(torch.arange(10), 2), 0))
     with pytest.raises(ConfigError):
         bptt_batch(batchify(torch.arange(10), 2), 5, 2)
+
+
+def test_char_lm_recipe_end_to_end_on_a_small_corpus(tmp_path):
+    from hyperdnn.recipes.char_lm import MODELS, Config
+    from hyperdnn.runs import run_recipe
+
+    corpus = tmp_path / "tiny.txt.gz"
+    corpus.write_bytes(gzip.compress((TEXT * 10).encode()))
+    cfg = Config(corpus=str(corpus), hidden=8, hyper_size=4, embed_dim=4, seq_len=8, batch_size=4,
+                 steps=3, eval_every=2, eval_batch=2)
+    res = run_recipe("char-lm", cfg, threads=1, out_dir=tmp_path / "runs", show_progress=False, print_tables=False)
+    assert set(res.results["models"]) == set(MODELS)
+    for r in res.results["models"].values():
+        assert 0 < r["test_bpc"] < 10 and 0 < r["valid_bpc"] < 10
+    with pytest.raises(DataError, match="kjv"):
+        run_recipe("char-lm", Config(steps=1), threads=1, data_dir=tmp_path, out_dir=tmp_path / "runs",
+                   show_progress=False, print_tables=False)
