@@ -88,7 +88,7 @@ def test_resume_after_kill_and_ctrl_c_equals_uninterrupted(tmp_path: Path) -> No
     stopped_at = global_step(run_dir)
     assert killed_at < stopped_at < TOTAL and not (run_dir / "results.json").exists()
 
-    p = cli(["run", "--resume", str(run_dir), "--threads", "1", "--no-progress"])
+    p = cli(["run", "--resume", str(run_dir), "--no-progress"])  # threads: the run's own (1)
     out_text, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "Summary" in out_text

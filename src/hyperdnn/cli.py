@@ -76,7 +76,7 @@ def _build_parser(recipe: Any = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate a recipe into a run directory", description="Train and evaluate a recipe; writes runs/RECIPE-<time>/ (config.json, metrics.jsonl, results.json/.md, plots, checkpoints). Ctrl-C writes a checkpoint; continue with --resume RUN_DIR.")
     run.add_argument("recipe", nargs="?", help="recipe name (see 'hyperdnn list'); may be left out with --resume")
     run.add_argument("--seed", type=int, default=0, help="seed for every RNG (default: 0)")
-    run.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default: min(4, cores) = {_default_threads()})")
+    run.add_argument("--threads", type=int, default=None, help=f"torch CPU threads (default: min(4, cores) = {_default_threads()}; on --resume the run's own)")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     run.add_argument("--data-dir", default=None, help="directory with the data files (default: $HYPERDNN_DATA, else ~/.cache/hyperdnn)")
     run.add_argument("--out-dir", default="runs", help="where run directories are made (default: runs)")
@@ -151,7 +151,7 @@ def _cmd_run(args: argparse.Namespace, recipe: Any, argv: list[str]) -> int:
             recipe,
             config,
             seed=args.seed,
-            threads=args.threads if args.threads is not None else _default_threads(),
+            threads=args.threads if args.threads is not None else (None if args.resume else _default_threads()),
             device=args.device,
             data_dir=args.data_dir,
             out_dir=args.out_dir,

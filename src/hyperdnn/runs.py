@@ -493,7 +493,7 @@ def run_recipe(
     config: Any = None,
     *,
     seed: int = 0,
-    threads: int = 1,
+    threads: int | None = 1,
     device: str = "cpu",
     data_dir: str | Path | None = None,
     out_dir: str | Path = "runs",
@@ -510,7 +510,7 @@ def run_recipe(
         config: an instance of the recipe's config dataclass (default: its defaults).
             Ignored on resume (config.json of the run is used).
         seed: seeds python/numpy/torch before the recipe starts.
-        threads: ``torch.set_num_threads`` for the run.
+        threads: ``torch.set_num_threads`` for the run; None on resume: the run's own count.
         device: ``"cpu"`` or ``"cuda"``.
         data_dir: data directory handed to the recipe (None: ``HYPERDNN_DATA`` / cache).
         out_dir: where new run directories are created.
@@ -530,7 +530,7 @@ def run_recipe(
 
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
-    if threads < 1:
+    if threads is not None and threads < 1:
         raise ConfigError(f"run: threads must be >= 1 (got {threads})")
     resume_from: Path | None = None
     if resume is not None:
@@ -550,12 +550,16 @@ def run_recipe(
         resume_from = latest_checkpoint(run_dir)
         if resume_from is None:  # interrupted before the first checkpoint: start over in the same directory
             _truncate(run_dir / "metrics.jsonl", 0)
+        if threads is None:
+            threads = int(saved.get("threads") or 1)
         if saved.get("threads") != threads:
             print(f"note: the run used {saved.get('threads')} threads, resuming with {threads}; results may differ in the last digits", file=sys.stderr)
     else:
         config = recipe.config() if config is None else config
         run_dir = make_run_dir(Path(out_dir), recipe.name)
     dev = _device(device)
+    if threads is None:
+        threads = 1
     torch.set_num_threads(threads)
     if resume is None:
         record = {
