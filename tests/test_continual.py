@@ -132,3 +132,39 @@ def test_choose_regularized_tasks() -> None:
     assert len(ids) == 3 and len(set(ids.tolist())) == 3 and ids.max() < 9
     with pytest.raises(ConfigError):
         choose_regularized_tasks(3, 0)
+
+
+def test_adam_lookahead_is_the_step_adam_takes() -> None:
+    import copy
+
+    from hyperdnn.methods.continual import adam_lookahead
+
+    model = small_model(ChunkWise(chunk_size=5, chunk_dim=3))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for step in range(3):  # the first step (empty state) and later ones
+        x = torch.randn(6, 2)
+        opt.zero_grad()
+        model(x, task=step % 3).pow(2).mean().backward()
+        delta = adam_lookahead(model, opt)
+        before = {n: p.detach().clone() for n, p in model.hypernetwork.outputs.named_parameters()}
+        opt.step()
+        assert set(delta) == set(before)
+        for n, p in model.hypernetwork.outputs.named_parameters():
+            assert torch.allclose(p.detach() - before[n], delta[n], rtol=1e-4, atol=1e-8), (step, n)
+    # the regularizer with a look-ahead equals the plain one on a model moved by delta
+    targets = store_targets(model, 2) + 0.1
+    opt.zero_grad()
+    model(torch.randn(6, 2), task=2).pow(2).mean().backward()
+    delta = adam_lookahead(model, opt)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in moved.hypernetwork.outputs.named_parameters():
+            p.add_(delta[n])
+    reg = output_regularizer(model, targets, delta=delta)
+    assert torch.allclose(reg, output_regularizer(moved, targets), rtol=1e-5)
+    # its gradient reaches phi (through phi + delta, delta held constant)
+    g = torch.autograd.grad(reg, model.hypernetwork.outputs.head.weight)[0]
+    g_ref = torch.autograd.grad(output_regularizer(moved, targets), moved.hypernetwork.outputs.head.weight)[0]
+    assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ConfigError, match="Adam"):
+        adam_lookahead(model, torch.optim.SGD(model.parameters(), lr=0.1))

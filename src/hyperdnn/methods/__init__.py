@@ -1,6 +1,7 @@
 """Methods built on the core: continual learning with hypernetworks."""
 
 from hyperdnn.methods.continual import (
+    adam_lookahead,
     average_final,
     choose_regularized_tasks,
     cl3_predict,
@@ -15,6 +16,7 @@ from hyperdnn.methods.continual import (
 )
 
 __all__ = [
+    "adam_lookahead",
     "average_final",
     "choose_regularized_tasks",
     "cl3_predict",

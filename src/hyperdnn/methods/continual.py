@@ -9,8 +9,11 @@ started:
 
 with ``H*(e_k)`` stored (detached) at the start of task ``t`` and ``S`` all
 earlier tasks or a random subset of them (for scale). This is the "fixed
-targets" regularizer of the paper (eq. 2 without the look-ahead ``Delta phi``),
-as in the released code's ``calc_fix_target_reg``.
+targets" regularizer of the paper (eq. 2), as in the released code's
+``calc_fix_target_reg``. With the look-ahead (eq. 2 as written, the released
+configurations' default) ``H(e_k)`` is evaluated at ``phi + Delta phi``, where
+``Delta phi`` (detached) is the step the optimizer would take on the task loss
+alone: :func:`adam_lookahead`.
 
 Evaluation:
 
@@ -24,6 +27,7 @@ von Oswald, Henning, Grewe, Sacramento, "Continual learning with hypernetworks",
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from hyperdnn.errors import ConfigError, ShapeError
 
 __all__ = [
+    "adam_lookahead",
     "average_final",
     "choose_regularized_tasks",
     "cl3_predict",
@@ -93,13 +98,16 @@ def store_targets(model: nn.Module, num_tasks: int) -> Tensor:
     return _task_weights(model, torch.arange(num_tasks, device=device)).detach().clone()
 
 
-def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequence[int] | None = None) -> Tensor:
+def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None) -> Tensor:
     """Mean over tasks ``k`` of ``|| H(e_k) - targets[k] ||^2`` (squared L2 over all of theta).
 
     Args:
         model: a HyperDNN with ``TaskEmbedding`` inputs.
         targets: ``(K, P)`` from :func:`store_targets`.
         tasks: which earlier tasks to regularize (default all ``0..K-1``).
+        delta: optional look-ahead ``{name: Delta phi}`` for parameters of
+            ``model.hypernetwork.outputs`` (from :func:`adam_lookahead`): ``H`` is then
+            evaluated at ``phi + Delta phi`` (Delta phi is treated as a constant).
 
     Returns:
         A scalar (0 when there is nothing to regularize). Multiply by beta.
@@ -110,8 +118,48 @@ def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequen
         return targets.new_zeros(())
     if targets.dim() != 2 or targets.shape[1] != model.spec.numel:  # type: ignore[attr-defined]
         raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")  # type: ignore[attr-defined]
-    current = _task_weights(model, ids)  # (n, P)
+    if delta is None:
+        current = _task_weights(model, ids)  # (n, P)
+    else:
+        outputs = model.hypernetwork.outputs  # type: ignore[attr-defined]
+        params = {n: (p + delta[n].detach() if n in delta else p) for n, p in outputs.named_parameters()}
+        z = model.condition(task=ids).z  # type: ignore[operator]  # (n, d)
+        theta = torch.func.functional_call(outputs, params, (z,))
+        current = flat_weights(theta, _names(model), groups=ids.shape[0])
     return (current - targets[ids]).pow(2).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def adam_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The change ``Delta phi`` that ``optimizer.step()`` would make now to the hypernetwork's
+    output part (body, heads, chunk embeddings), from the current ``.grad``, without changing
+    anything (the released code's ``calc_delta_theta``).
+
+    Args:
+        model: a HyperDNN; only ``model.hypernetwork.outputs`` parameters are looked at.
+        optimizer: a ``torch.optim.Adam`` (no weight decay, amsgrad or maximize) holding them.
+
+    Returns:
+        ``{name in model.hypernetwork.outputs: Delta phi}`` for parameters that have a gradient.
+    """
+    if type(optimizer) is not torch.optim.Adam:
+        raise ConfigError(f"adam_lookahead: the look-ahead is implemented for torch.optim.Adam (got {type(optimizer).__name__})")
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out: dict[str, Tensor] = {}
+    for name, p in model.hypernetwork.outputs.named_parameters():  # type: ignore[attr-defined]
+        if p.grad is None or id(p) not in group_of:
+            continue
+        g = group_of[id(p)]
+        if g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize"):
+            raise ConfigError("adam_lookahead: weight_decay, amsgrad and maximize are not supported")
+        (b1, b2), lr, eps = g["betas"], g["lr"], g["eps"]
+        st = optimizer.state.get(p, {})
+        step = float(st["step"]) + 1 if "step" in st else 1.0
+        m = st["exp_avg"] * b1 + p.grad * (1 - b1) if "exp_avg" in st else p.grad * (1 - b1)
+        v = st["exp_avg_sq"] * b2 + p.grad * p.grad * (1 - b2) if "exp_avg_sq" in st else p.grad * p.grad * (1 - b2)
+        denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
+        out[name] = -(lr / (1 - b1**step)) * m / denom
+    return out
 
 
 def choose_regularized_tasks(num_previous: int, subset: int | None, generator: torch.Generator | None = None) -> Tensor:

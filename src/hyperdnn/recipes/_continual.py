@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
 from hyperdnn.methods.continual import (
+    adam_lookahead,
     average_final,
     choose_regularized_tasks,
     cl3_predict,
@@ -45,6 +46,8 @@ class ContinualSpec:
         lr: Adam learning rate (hypernetwork and baseline).
         beta: output-regularizer strength.
         reg_tasks: earlier tasks regularized per step (None: all).
+        lookahead: evaluate the regularizer at phi + Delta phi (the step Adam would take on
+            the task loss alone), as in the paper's eq. 2 and released configurations.
         baseline: also train the plain target in sequence without regularizer.
         cl3: evaluate CL3 (classification only).
         paper: published numbers for the summary table, e.g. ``{"cl1": 99.79, "cl3": 69.48}``.
@@ -59,6 +62,7 @@ class ContinualSpec:
     lr: float
     beta: float
     reg_tasks: int | None = None
+    lookahead: bool = True
     baseline: bool = True
     cl3: bool = True
     paper: dict[str, float] | None = None
@@ -136,15 +140,15 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
                 x, y = sample_batch(task, spec.batch_size, data_rng)
                 if phase == "hnet":
                     loss_task = _loss(task, model(x, task=t), y)
-                    loss = loss_task
+                    opt.zero_grad(set_to_none=True)
+                    loss_task.backward()
                     reg = 0.0
                     if t > 0 and spec.beta > 0:
                         ids = choose_regularized_tasks(t, spec.reg_tasks, data_rng)
-                        reg_t = output_regularizer(model, reg_targets["targets"], ids)
-                        loss = loss + spec.beta * reg_t
+                        delta = adam_lookahead(model, opt) if spec.lookahead else None
+                        reg_t = output_regularizer(model, reg_targets["targets"], ids, delta)
+                        (spec.beta * reg_t).backward()  # gradients add up with the task loss's
                         reg = reg_t.item()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
                     freeze_other_task_embeddings(model, t)
                 else:
                     loss_task = _loss(task, base(x), y)

@@ -42,6 +42,7 @@ class Config:
     padding: int = 2
     data_seed: int = field(default=42, metadata={"help": "seed of the permutations"})
     cl3: bool = field(default=True, metadata={"help": "evaluate CL3 (task inferred by entropy) at the end"})
+    lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
 
@@ -59,6 +60,7 @@ def run(ctx: RunContext) -> dict:
         lr=cfg.lr,
         beta=cfg.beta,
         reg_tasks=cfg.reg_tasks,
+        lookahead=cfg.lookahead,
         baseline=cfg.baseline,
         cl3=cfg.cl3,
         paper={"final": 97.57, "cl3": 91.75},

@@ -38,6 +38,7 @@ class Config:
     emb_dim: int = field(default=96, metadata={"help": "task embedding size"})
     chunk_size: int = 42000
     chunk_dim: int = field(default=96, metadata={"help": "chunk embedding size"})
+    lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
 
@@ -55,6 +56,7 @@ def run(ctx: RunContext) -> dict:
         lr=cfg.lr,
         beta=cfg.beta,
         reg_tasks=cfg.reg_tasks,
+        lookahead=cfg.lookahead,
         baseline=cfg.baseline,
         cl3=True,
         paper={"final": 99.79, "cl3": 69.48},

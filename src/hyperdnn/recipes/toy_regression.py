@@ -43,6 +43,7 @@ class Config:
     num_test: int = 50
     noise_std: float = 0.05
     data_seed: int = 42
+    lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
 
@@ -94,6 +95,7 @@ def run(ctx: RunContext) -> dict:
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         beta=cfg.beta,
+        lookahead=cfg.lookahead,
         baseline=cfg.baseline,
         cl3=False,
         paper={"final": sum(PAPER_MSE) / 3},
