@@ -37,7 +37,9 @@ def test_model_moves_to_cuda_and_matches_cpu(inputs, kw) -> None:
     assert all(p.grad is not None and p.grad.is_cuda for p in model.hypernetwork.parameters() if p.requires_grad and p.numel())
 
 
-def test_lstm_and_attention_per_sample_on_cuda() -> None:
+def test_lstm_and_attention_per_sample_on_cuda(monkeypatch) -> None:
+    # cuDNN's LSTM (the loop's reference) uses TF32 by default; compare in full fp32.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     lstm = hd.HyperDNN(nn.LSTM(3, 5, batch_first=True), inputs=hd.External(2)).cuda()
     x, c = torch.randn(4, 6, 3, device="cuda"), torch.randn(4, 2, device="cuda")
