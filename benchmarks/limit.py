@@ -152,6 +152,14 @@ def build_dense_lowrank(wl: Workload) -> Subject:
     return _subject("limit-dense", DynamicLowRank(wl, dense=True), wl, "hand-written, forms W = A B^T per sample")
 
 
+def build_plain_target(wl: Workload) -> Subject:
+    """Static workloads only: the target trained directly, no hypernetwork (for scale)."""
+    if wl.dynamic:
+        raise Unavailable("n/a", "only for static workloads")
+    mod = wl.target.module()
+    return Subject("plain target", mod, mod.forward, note="no hypernetwork: the target's own weights (context, not a competitor)")
+
+
 def _subject(name: str, mod: nn.Module, wl: Workload, note: str) -> Subject:
     loop = None
     if wl.dynamic:

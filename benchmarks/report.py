@@ -10,6 +10,8 @@ from .run import HEADER, Row, fmt_row
 
 GOAL_RATIO = 1.10
 GOAL_MEMORY = 1.3
+#: rows that are not peer libraries (excluded from "the fastest peer")
+NOT_PEERS = {"limit", "limit-dense", "plain target", "hyperdnn"}
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -57,7 +59,7 @@ def goals(results: dict[str, Any]) -> list[dict]:
                 "goal": f"workload {key} ({threads} thr): hyperdnn <= {GOAL_RATIO:.2f}x limit",
                 "met": ratio <= GOAL_RATIO, "detail": f"{ratio:.2f}x ({hd['ms']:.2f} vs {lim['ms']:.2f} ms)",
             })
-            peers = [r for r in rows if r["name"] not in ("limit", "hyperdnn") and r["status"] == "ok"]
+            peers = [r for r in rows if r["name"] not in NOT_PEERS and r["status"] == "ok"]
             if peers:
                 best = min(peers, key=lambda r: r["ratio"])
                 out.append({

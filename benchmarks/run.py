@@ -21,6 +21,7 @@ from .timing import interleaved
 BUILDERS: dict[str, Callable[[Workload], Subject]] = {
     "limit": limit.build,
     "limit-dense": limit.build_dense_lowrank,
+    "plain target": limit.build_plain_target,
     "hyperdnn": hyperdnn_adapter.build,
     "hypnettorch": hypnettorch_peer.build,
     "hypnettorch+vmap": hypnettorch_peer.build_vmap,
@@ -30,7 +31,7 @@ BUILDERS: dict[str, Callable[[Workload], Subject]] = {
 
 
 #: rows shown only where they apply (no "n/a" line elsewhere)
-EXTRAS = {"limit-dense", "hypnettorch+vmap"}
+EXTRAS = {"limit-dense", "hypnettorch+vmap", "plain target"}
 
 
 @dataclass
