@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per workload (median taken)")
     ap.add_argument("--quick", action="store_true", help="3 rounds, fewer sizes in the curves (a fast check, not for publishing)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where to write results.json, tables.md, PNGs")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `hyperdnn bench -- ARGS` passes the separator on
+        argv = argv[1:]
     a = ap.parse_args(argv)
     only = set(a.only or ["1a", "1b", "2", "3", "4", "5"])
     rounds = 3 if a.quick else a.rounds
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     results: dict = {
-        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks", *argv]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(), "peers": peer_versions(), "rounds": rounds,
         "timings": {}, "lowrank_speedup": {}, "memory": [], "curves": {},
