@@ -128,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in timed_keys:
             title, wl = TIMED[key]
             log(f"[{time.perf_counter() - t_start:6.0f}s] {title}, {threads} thread(s)")
+            load = os.getloadavg()[0]
             rows = run_workload(wl, names=a.impls, rounds=rounds, log=log)
             per[key] = [r.to_json() for r in rows]
-            emit(f"{title} — torch.set_num_threads({threads})", report.timing_table(rows))
+            results.setdefault("load_average_1min", {})[f"{threads}/{key}"] = load
+            emit(f"{title} — torch.set_num_threads({threads}); load average {load:.1f} before", report.timing_table(rows))
         results["timings"][str(threads)] = per
         if "2" in per and any(k.startswith("3") for k in per):
             speed = {}
