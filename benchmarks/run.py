@@ -140,8 +140,10 @@ def run_workload(
             if wl.dynamic:
                 loop = loops_over_samples(subject, x)
                 note = "; ".join(n for n in (note, "op count grows with batch (per-sample loop)" if loop else "op count independent of batch") if n)
+            step = subject.make_step(x, y)
+            step()  # a library whose backward or optimizer step fails is reported, not timed
             rows[name] = Row(name, "ok", n_params=subject.n_params(), note=note)
-            steps[name] = subject.make_step(x, y)
+            steps[name] = step
         except Unavailable as u:
             if name in EXTRAS and u.status == "n/a":
                 continue
