@@ -279,7 +279,7 @@ def test_bad_inputs_raise_project_errors():
         m.cells[0](torch.randn(3, I + 2))
     with pytest.raises(ShapeError, match="state h"):
         m.cells[0](torch.randn(3, I), (torch.zeros(2, H), torch.zeros(2, H)))
-    with pytest.raises(ConfigError, match="hidden_size"):
+    with pytest.raises(ConfigError, match="HyperLSTM: hidden_size must be > 0"):
         HyperLSTM(I, 0)
     with pytest.raises(ConfigError, match="num_layers"):
         HyperLSTM(I, H, num_layers=0)

@@ -355,7 +355,14 @@ class HyperLSTM(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes("HyperLSTM", num_layers=num_layers)
+        _check_sizes(
+            "HyperLSTM",
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            hyper_size=hyper_size,
+            embedding_size=embedding_size,
+        )
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
             raise ConfigError(f"HyperLSTM: dropout must be a number in [0, 1] (got {dropout!r})")
         self.input_size = input_size
