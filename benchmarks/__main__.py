@@ -69,11 +69,11 @@ def _machine() -> dict:
     }
 
 
-def _curve(wls: list[tuple[int, Workload]], names: list[str], rounds: int, log) -> dict[str, dict]:
+def _curve(wls: list[tuple[int, Workload]], names: list[str], rounds: int, budget: float, log) -> dict[str, dict]:
     curves: dict[str, dict] = {}
     for x, wl in wls:
         log(f"  size {x}")
-        for r in run_workload(wl, names=names, rounds=rounds, log=log):
+        for r in run_workload(wl, names=names, rounds=rounds, budget_s=budget, log=log):
             c = curves.setdefault(r.name, {"x": [], "ms": [], "ratio": [], "status": "ok"})
             c["x"].append(x)
             c["ms"].append(r.ms)
@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-threads", type=int, default=2, help="threads for workload 4 (default 2)")
     ap.add_argument("--only", nargs="+", choices=["1a", "1b", "2", "3", "4", "5"], help="run only these workloads")
     ap.add_argument("--impls", nargs="+", choices=list(BUILDERS), default=list(BUILDERS), help="implementations to run")
-    ap.add_argument("--rounds", type=int, default=11, help="interleaved rounds per workload (median taken)")
-    ap.add_argument("--quick", action="store_true", help="3 rounds, fewer sizes in the curves (a fast check, not for publishing)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds at least, per workload (medians taken)")
+    ap.add_argument("--budget", type=float, default=10.0, help="seconds of timed rounds per workload in 1-3, more rounds until spent (default 10; curves: a third)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds, no budget, fewer sizes in the curves (a fast check, not for publishing)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where to write results.json, tables.md, PNGs")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `hyperdnn bench -- ARGS` passes the separator on
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     only = set(a.only or ["1a", "1b", "2", "3", "4", "5"])
     rounds = 3 if a.quick else a.rounds
+    budget = 0.0 if a.quick else a.budget
     a.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "command": " ".join(["python -m benchmarks", *argv]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(), "peers": peer_versions(), "rounds": rounds,
+        "machine": _machine(), "peers": peer_versions(), "min_rounds": rounds, "budget_s": budget,
         "timings": {}, "lowrank_speedup": {}, "memory": [], "curves": {},
     }
     md: list[str] = [f"Command: `{results['command']}`  ", f"Date: {results['date']}  ",
@@ -129,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             title, wl = TIMED[key]
             log(f"[{time.perf_counter() - t_start:6.0f}s] {title}, {threads} thread(s)")
             load = os.getloadavg()[0]
-            rows = run_workload(wl, names=a.impls, rounds=rounds, log=log)
+            rows = run_workload(wl, names=a.impls, rounds=rounds, budget_s=budget, log=log)
             per[key] = [r.to_json() for r in rows]
             results.setdefault("load_average_1min", {})[f"{threads}/{key}"] = load
-            emit(f"{title} — torch.set_num_threads({threads}); load average {load:.1f} before", report.timing_table(rows))
+            n_rounds = max((r.rounds for r in rows), default=0)
+            emit(f"{title} — torch.set_num_threads({threads}); {n_rounds} rounds; load average {load:.1f} before",
+                 report.timing_table(rows))
         results["timings"][str(threads)] = per
         if "2" in per and any(k.startswith("3") for k in per):
             speed = {}
@@ -158,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         widths = WIDTHS[::2] + WIDTHS[-1:] if a.quick else WIDTHS
         batches = BATCHES[::2] + BATCHES[-1:] if a.quick else BATCHES
         curve_rounds = max(3, rounds // 2)
+        curve_budget = budget / 3
         log(f"[{time.perf_counter() - t_start:6.0f}s] Workload 5a: 1b against target hidden width")
         wide = [(w, Workload("static_chunked", target=TargetSpec(hidden=w))) for w in widths]
-        results["curves"]["width"] = _curve(wide, a.impls, curve_rounds, log)
+        results["curves"]["width"] = _curve(wide, a.impls, curve_rounds, curve_budget, log)
         log(f"[{time.perf_counter() - t_start:6.0f}s] Workload 5b: 2 against batch size")
         bat = [(b, replace(Workload("dynamic_full"), batch=b)) for b in batches]
-        results["curves"]["batch"] = _curve(bat, a.impls, curve_rounds, log)
+        results["curves"]["batch"] = _curve(bat, a.impls, curve_rounds, curve_budget, log)
         report.plot_scaling(results["curves"]["width"], "target hidden width (784-H-10; chunk 4000)",
                             f"Workload 1b (static, chunk-wise): step time vs target width, {a.curve_threads} threads",
                             a.out / "scaling_width.png")

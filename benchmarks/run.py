@@ -121,7 +121,7 @@ def loops_over_samples(subject: Subject, x: Tensor) -> bool:
 def run_workload(
     wl: Workload,
     names: list[str] | None = None,
-    rounds: int = 9,
+    rounds: int = 7,
     budget_s: float | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
@@ -159,7 +159,8 @@ def run_workload(
         r.ms, r.ratio, r.rounds = tm.median * 1e3, tm.ratio, len(tm.rounds)
         q1, q3 = tm.spread()
         r.q1_ms, r.q3_ms = q1 * 1e3, q3 * 1e3
-    log(f"  timed {len(steps)} implementation(s) in {time.perf_counter() - t0:.1f}s")
+    n_rounds = max((len(t.rounds) for t in timings.values()), default=0)
+    log(f"  timed {len(steps)} implementation(s), {n_rounds} rounds, in {time.perf_counter() - t0:.1f}s")
     return [rows[n] for n in names if n in rows]
 
 

@@ -43,20 +43,23 @@ def interleaved(
     steps: dict[str, Callable[[], object]],
     rounds: int = 7,
     warmup: int = 2,
-    segment_s: float = 0.2,
+    segment_s: float = 0.05,
     reference: str | None = "limit",
     budget_s: float | None = None,
+    max_rounds: int = 500,
 ) -> dict[str, Timing]:
-    """Times each step function in ``rounds`` interleaved rounds.
+    """Times each step function in interleaved rounds.
 
     Args:
         steps: name -> zero-argument callable doing one step.
-        rounds: rounds (each runs every implementation once, order rotated per round).
+        rounds: rounds always run (each runs every implementation once, order rotated per round).
         warmup: untimed calls of each before the first round.
         segment_s: target duration of one timed segment; a segment runs ``reps`` calls
-            (chosen from the warm-up) and records the mean per-call time.
+            (chosen from the warm-up, at least one) and records the mean per-call time. Short
+            segments pair each implementation's time with the limit's taken moments apart.
         reference: name whose per-round time divides everyone's (the ratio column).
-        budget_s: stop adding rounds after this long (at least 3 rounds are run).
+        budget_s: after ``rounds``, keep adding rounds until this many seconds have passed.
+        max_rounds: never more rounds than this.
 
     Returns:
         name -> Timing.
@@ -70,7 +73,7 @@ def interleaved(
         reps[n] = _reps_for((time.perf_counter() - t0) / max(warmup, 1), segment_s)
     out = {n: Timing() for n in names}
     start = time.perf_counter()
-    for r in range(rounds):
+    for r in range(max_rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         this = {}
         for n in order:
@@ -82,6 +85,6 @@ def interleaved(
         if reference in this:
             for n in names:
                 out[n].ratios.append(this[n] / this[reference])
-        if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
+        if r + 1 >= rounds and (budget_s is None or time.perf_counter() - start > budget_s):
             break
     return out
