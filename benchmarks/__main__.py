@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         bat = [(b, replace(Workload("dynamic_full"), batch=b)) for b in batches]
         results["curves"]["batch"] = _curve(bat, a.impls, curve_rounds, curve_budget, log)
         report.plot_scaling(results["curves"]["width"], "target hidden width (784-H-10; chunk 4000)",
-                            f"Workload 1b (static, chunk-wise): step time vs target width, {a.curve_threads} threads",
+                            f"Workload 1b (static, chunk-wise): step time vs target width, torch.set_num_threads({a.curve_threads})",
                             a.out / "scaling_width.png")
         report.plot_scaling(results["curves"]["batch"], "batch size (one weight set per sample)",
-                            f"Workload 2 (dynamic, generate once): step time vs batch, {a.curve_threads} threads",
+                            f"Workload 2 (dynamic, generate once): step time vs batch, torch.set_num_threads({a.curve_threads})",
                             a.out / "scaling_batch.png")
         for kind, label in (("width", "hidden width"), ("batch", "batch")):
             c = results["curves"][kind]

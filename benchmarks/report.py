@@ -95,7 +95,11 @@ def plot_scaling(curves: dict[str, dict[str, list]], xlabel: str, title: str, pa
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, (ax, axr) = plt.subplots(1, 2, figsize=(11, 4.3), dpi=110)
-    styles = {"limit": ("k", "--"), "hyperdnn": ("tab:red", "-")}
+    styles = {
+        "limit": ("k", "--"), "limit-dense": ("k", ":"), "plain target": ("tab:gray", "-."),
+        "hyperdnn": ("tab:red", "-"), "hypnettorch": ("tab:blue", "-"), "hypnettorch+vmap": ("tab:cyan", "-"),
+        "hyperlight": ("tab:green", "-"), "hyper-nn": ("tab:purple", "-"),
+    }
     xs_all: set = set()
     for name, c in curves.items():
         color, ls = styles.get(name, (None, "-"))
