@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=["1a", "1b", "2", "3", "4", "5"], help="run only these workloads")
     ap.add_argument("--impls", nargs="+", choices=list(BUILDERS), default=list(BUILDERS), help="implementations to run")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds at least, per workload (medians taken)")
-    ap.add_argument("--budget", type=float, default=10.0, help="seconds of timed rounds per workload in 1-3, more rounds until spent (default 10; curves: a third)")
+    ap.add_argument("--budget", type=float, default=15.0, help="seconds of timed rounds per workload in 1-3, more rounds until spent (default 15; curves: a third)")
     ap.add_argument("--quick", action="store_true", help="3 rounds, no budget, fewer sizes in the curves (a fast check, not for publishing)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where to write results.json, tables.md, PNGs")
     argv = list(sys.argv[1:] if argv is None else argv)
