@@ -148,3 +148,34 @@ def test_md5_table_is_the_readme_one() -> None:
     text = readme.read_text()
     for name, md5 in MNIST_FILES.items():
         assert md5 in text and name in text
+
+
+def test_download_from_a_mirror_checks_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    import hyperdnn.data.mnist as mnist_mod
+
+    served = tmp_path / "mirror"
+    arrays = write_set(served, seed=8)
+    md5 = {name: hashlib.md5(idx_bytes(a)).hexdigest() for name, a in arrays.items()}
+    md5["t10k-labels-idx1-ubyte"] = "0" * 32  # this one will not match
+    monkeypatch.setattr(mnist_mod, "MNIST_FILES", md5)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = (f"http://127.0.0.1:{server.server_address[1]}/",)
+        dest = tmp_path / "dest"
+        with pytest.raises(DataError, match=r"t10k-labels.*md5 0{32}|md5 .* \(expected 0{32}\)"):
+            load_mnist(dest, mirrors=mirror, timeout=5)
+        assert (dest / "mnist" / "train-images-idx3-ubyte.gz").is_file()  # the good ones were kept
+        assert not (dest / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+        md5["t10k-labels-idx1-ubyte"] = hashlib.md5(idx_bytes(arrays["t10k-labels-idx1-ubyte"])).hexdigest()
+        m = load_mnist(dest, mirrors=mirror, timeout=5)
+        assert torch.equal(m.test_labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)))
+    finally:
+        server.shutdown()

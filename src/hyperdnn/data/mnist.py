@@ -136,14 +136,18 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: float) -> tuple[Path | None, list[str]]:
+def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: float, dead: set[str]) -> tuple[Path | None, list[str]]:
     errors: list[str] = []
     for base in mirrors:
+        if base in dead:
+            continue
         url = base + name + ".gz"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 blob = resp.read()
         except (urllib.error.URLError, OSError, ValueError) as e:
+            if not isinstance(e, urllib.error.HTTPError):
+                dead.add(base)  # unreachable: do not wait on it again for the other files
             errors.append(f"{url}: {e}")
             continue
         try:
@@ -194,8 +198,9 @@ def load_mnist(
     missing = [n for n in MNIST_FILES if _find(root, n) is None]
     failures: list[str] = []
     if missing and download:
+        dead: set[str] = set()
         for name in missing:
-            got, errs = _download(name, root / "mnist", mirrors, timeout)
+            got, errs = _download(name, root / "mnist", mirrors, timeout, dead)
             failures += errs
     for name in MNIST_FILES:
         found = _find(root, name)
