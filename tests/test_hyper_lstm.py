@@ -23,14 +23,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _copy_from_lstm(m: HyperLSTM, ref: nn.LSTM) -> None:
-    with torch.no_grad():
-        for layer, cell in enumerate(m.cells):
-            cell.weight_ih.copy_(getattr(ref, f"weight_ih_l{layer}"))
-            cell.weight_hh.copy_(getattr(ref, f"weight_hh_l{layer}"))
-            cell.bias_ih.copy_(getattr(ref, f"bias_ih_l{layer}") + getattr(ref, f"bias_hh_l{layer}"))
-
-
 def _fix_scaling_to_one(cell: HyperLSTMCell) -> None:
     """d_x = d_h = 1 and dynamic bias = b_0 whatever the hyper cell does."""
     with torch.no_grad():
@@ -49,9 +41,18 @@ def _ln(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> torch
 
 
 def _reference_cell(cell: HyperLSTMCell, x, h, c, hh, hc):
-    """Section 3.2 written out step by step with separate matrices, no fusion."""
+    """Section 3.2 written out gate by gate with separate matrices, no fusion.
+
+    One embedding per gate y and term (z_x^y, z_h^y, z_b^y), each mapped by its own
+    (H, N_z) block to that gate's H units, as in the paper's d^y and the authors' code.
+    """
     H_, Nz, ln = cell.hidden_size, cell.embedding_size, cell.layer_norm
     sig = torch.sigmoid
+    Wz, bz = cell.weight_z, cell.bias_z
+
+    def rows(w, k, n):  # block k of n-row blocks
+        return w[k * n : (k + 1) * n]
+
     outs = []
     for t in range(x.shape[0]):
         hg = torch.cat([x[t], h], 1) @ cell.hyper_weight_ih.T + hh @ cell.hyper_weight_hh.T + cell.hyper_bias
@@ -60,16 +61,19 @@ def _reference_cell(cell: HyperLSTMCell, x, h, c, hh, hc):
         a, f, g, o = hg.chunk(4, 1)
         hc = sig(f) * hc + sig(a) * torch.tanh(g)
         hh = sig(o) * torch.tanh(_ln(hc, cell.hyper_ln_cell_weight, cell.hyper_ln_cell_bias, 1) if ln else hc)
-        Wz, bz = cell.weight_z, cell.bias_z
-        z_x = hh @ Wz[:Nz].T + bz[:Nz]
-        z_h = hh @ Wz[Nz : 2 * Nz].T + bz[Nz:]
-        z_b = hh @ Wz[2 * Nz :].T
-        d_x, d_h = z_x @ cell.weight_dx.T, z_h @ cell.weight_dh.T
-        b_t = z_b @ cell.weight_db.T + cell.bias_ih
-        gates = d_x * (x[t] @ cell.weight_ih.T) + d_h * (h @ cell.weight_hh.T) + b_t
-        if ln:
-            gates = _ln(gates, cell.ln_weight, cell.ln_bias, 4)
-        a, f, g, o = gates.chunk(4, 1)
+        pre = []
+        for y in range(4):  # gates i, f, g, o
+            z_x = hh @ rows(Wz, y, Nz).T + rows(bz, y, Nz)
+            z_h = hh @ rows(Wz, 4 + y, Nz).T + rows(bz, 4 + y, Nz)
+            z_b = hh @ rows(Wz, 8 + y, Nz).T
+            d_x = z_x @ rows(cell.weight_dx, y, H_).T
+            d_h = z_h @ rows(cell.weight_dh, y, H_).T
+            b_y = z_b @ rows(cell.weight_db, y, H_).T + rows(cell.bias_ih, y, H_)
+            p = d_x * (x[t] @ rows(cell.weight_ih, y, H_).T) + d_h * (h @ rows(cell.weight_hh, y, H_).T) + b_y
+            if ln:
+                p = _ln(p, rows(cell.ln_weight, y, H_), rows(cell.ln_bias, y, H_), 1)
+            pre.append(p)
+        a, f, g, o = pre
         c = sig(f) * c + sig(a) * torch.tanh(g)
         h = sig(o) * torch.tanh(_ln(c, cell.ln_cell_weight, cell.ln_cell_bias, 1) if ln else c)
         outs.append(h)
@@ -78,29 +82,35 @@ def _reference_cell(cell: HyperLSTMCell, x, h, c, hh, hc):
 
 def test_init_scalings_start_at_one():
     cell = HyperLSTMCell(I, H, hyper_size=NH, embedding_size=4)
+    assert cell.weight_z.shape == (12 * 4, NH) and cell.bias_z.shape == (8 * 4,)
     hh = torch.randn(3, NH)
-    z = hh @ cell.weight_z.T
-    d_x = (z[:, :4] + cell.bias_z[:4]) @ cell.weight_dx.T
-    d_h = (z[:, 4:8] + cell.bias_z[4:]) @ cell.weight_dh.T
-    torch.testing.assert_close(d_x, torch.ones_like(d_x))
-    torch.testing.assert_close(d_h, torch.ones_like(d_h))
-    assert torch.all(z[:, 8:] @ cell.weight_db.T == 0)
+    z = hh @ cell.weight_z.T + torch.cat([cell.bias_z, torch.zeros(16)])
+    for y in range(4):
+        blk = slice(y * H, (y + 1) * H)
+        d_x = z[:, 4 * y : 4 * y + 4] @ cell.weight_dx[blk].T
+        d_h = z[:, 16 + 4 * y : 20 + 4 * y] @ cell.weight_dh[blk].T
+        torch.testing.assert_close(d_x, torch.ones_like(d_x))
+        torch.testing.assert_close(d_h, torch.ones_like(d_h))
+        assert torch.all(z[:, 32 + 4 * y : 36 + 4 * y] @ cell.weight_db[blk].T == 0)
+    assert cell.weight_z[32:].abs().sum() > 0  # z_b starts small and random, not 0
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_scaling_one_equals_nn_lstm_forward_and_grads(batch_first):
     torch.manual_seed(0)
     ref = nn.LSTM(I, H, num_layers=2, batch_first=batch_first)
-    m = HyperLSTM(I, H, num_layers=2, batch_first=batch_first, hyper_size=NH, embedding_size=NZ)
-    _copy_from_lstm(m, ref)
+    m = HyperLSTM.from_lstm(ref, hyper_size=NH, embedding_size=NZ)
+    assert m.batch_first == batch_first and m.num_layers == 2
     for cell in m.cells:
         nn.init.normal_(cell.hyper_weight_ih)  # the hyper cell runs, but cannot matter
         _fix_scaling_to_one(cell)
     x = torch.randn(4, 6, I) if batch_first else torch.randn(6, 4, I)
     h0, c0 = torch.randn(2, 4, H), torch.randn(2, 4, H)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, (h, c) = m(x1, (h0, c0))
-    out_r, (h_r, c_r) = ref(x2, (h0, c0))
+    h01, c01 = h0.clone().requires_grad_(), c0.clone().requires_grad_()
+    h02, c02 = h0.clone().requires_grad_(), c0.clone().requires_grad_()
+    out, (h, c) = m(x1, (h01, c01))
+    out_r, (h_r, c_r) = ref(x2, (h02, c02))
     torch.testing.assert_close(out, out_r)
     torch.testing.assert_close(h[..., :H], h_r)
     torch.testing.assert_close(c[..., :H], c_r)
@@ -108,6 +118,8 @@ def test_scaling_one_equals_nn_lstm_forward_and_grads(batch_first):
     ((out * w).sum() + h[..., :H].sum() + c[..., :H].square().sum()).backward()
     ((out_r * w).sum() + h_r.sum() + c_r.square().sum()).backward()
     torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(h01.grad, h02.grad)
+    torch.testing.assert_close(c01.grad, c02.grad)
     for layer, cell in enumerate(m.cells):
         torch.testing.assert_close(cell.weight_ih.grad, getattr(ref, f"weight_ih_l{layer}").grad)
         torch.testing.assert_close(cell.weight_hh.grad, getattr(ref, f"weight_hh_l{layer}").grad)
@@ -123,7 +135,7 @@ def test_matches_step_by_step_reference(layer_norm):
             p.normal_(0.0, 0.5)  # every path non-trivial
     x = torch.randn(5, 3, I)
     h, c = torch.randn(3, H + NH), torch.randn(3, H + NH)
-    out, (h_n, c_n) = cell.scan(x, (h, c))
+    out, (h_n, c_n) = cell._scan(x, (h, c))
     r_out, r_h, r_c, r_hh, r_hc = _reference_cell(cell, x, h[:, :H], c[:, :H], h[:, H:], c[:, H:])
     torch.testing.assert_close(out, r_out)
     torch.testing.assert_close(h_n, torch.cat([r_h, r_hh], 1))
@@ -158,7 +170,7 @@ def test_no_bias_matches_reference_without_bias_terms():
     torch.manual_seed(2)
     m = HyperLSTM(I, H, bias=False, hyper_size=NH, embedding_size=NZ)
     cell = m.cells[0]
-    assert cell.bias_ih is None and cell.weight_db is None and cell.weight_z.shape == (2 * NZ, NH)
+    assert cell.bias_ih is None and cell.weight_db is None and cell.weight_z.shape == (2 * 4 * NZ, NH)
     ref = nn.LSTM(I, H, bias=False)
     with torch.no_grad():
         cell.weight_ih.copy_(ref.weight_ih_l0)

@@ -3,23 +3,30 @@
 Ha, Dai, Le 2016, "HyperNetworks" (arXiv 1609.09106), section 3.2, the
 memory-efficient weight-scaling form. At step t a small *hyper* LSTM with
 N_h units reads ``[x_t, h_{t-1}]`` and its own state and emits
-``hh_t`` (N_h). Three linear maps make the embeddings
+``hh_t`` (N_h). For each gate y in (i, f, g, o) linear maps make one
+embedding per gate and per term (12 in all, each N_z wide)
 
-    z_x = W_zx hh_t + b_zx,   z_h = W_zh hh_t + b_zh,   z_b = W_zb hh_t     (each N_z)
+    z_x^y = W_zx^y hh_t + b_zx^y,   z_h^y = W_zh^y hh_t + b_zh^y,   z_b^y = W_zb^y hh_t
 
-and three more make per-unit vectors for the 4H gate units of the main LSTM
+and from each its own per-unit vector for that gate's H units
 
-    d_x = W_dx z_x,   d_h = W_dh z_h,   b_t = W_db z_b + b_0                 (each 4H)
+    d_x^y = W_dx^y z_x^y,   d_h^y = W_dh^y z_h^y,   b^y_t = W_db^y z_b^y + b_0^y      (each H)
 
 which rescale the rows of the main LSTM's input and recurrent weights
 (a full weight matrix per step is never formed):
 
-    gates_t = LN(d_x * (W_x x_t) + d_h * (W_h h_{t-1}) + b_t)
-    c_t = sig(f) c_{t-1} + sig(i) tanh(g),   h_t = sig(o) tanh(LN(c_t))
+    y_t = LN(d_x^y * (W_x^y x_t) + d_h^y * (W_h^y h_{t-1}) + b^y_t)      y in (i, f, g, o)
+    c_t = sig(f_t) c_{t-1} + sig(i_t) tanh(g_t),   h_t = sig(o_t) tanh(LN(c_t))
+
+The paper writes d^y per gate, and the authors' reference code (hardmaru's
+supercell, ported to tensorflow/contrib/rnn HyperLSTMCell) makes a separate
+embedding for each gate and term (``hyper_ix`` ... ``hyper_oh``, ``hyper_ib``
+... ``hyper_ob``); all 12 maps W_d^y run as one block-diagonal matmul here.
 
 ``LN`` is layer normalisation per gate (and on the cell), used only with
 ``layer_norm=True``, as in the paper's "LayerNorm HyperLSTM"; the hyper cell
-is then a layer-norm LSTM too. Gate order is torch.nn.LSTM's (i, f, g, o).
+is then a layer-norm LSTM too, and b_0 stays inside the norm (as in the paper's
+equations and the reference code). Gate order is torch.nn.LSTM's (i, f, g, o).
 
 The hyper output used at step t is the hyper cell's output of the same step
 (as in the authors' reference code), so the scaling depends on x_t.
@@ -28,8 +35,14 @@ Initialisation: the main weights as in torch.nn.LSTM (uniform +-1/sqrt(H));
 W_zx = W_zh = 0 with b_zx = b_zh = 1 and W_dx = W_dh = 1/N_z, so d_x = d_h = 1
 exactly at the start (the main LSTM starts as an ordinary LSTM); W_zb ~
 N(0, 0.01) and W_db = 0, so the dynamic bias starts at b_0; forget-gate
-biases start at 1. (The reference code starts the scalings at 0.1 under
-layer norm, which the norm makes equivalent up to its epsilon.)
+biases start at 1. The reference code differs here: it starts every scaling
+at 0.1 (``init_gamma = 0.10``, hard-coded in its ``hyper_norm``, with or
+without layer norm). Without layer norm that is a different function at the
+start (the main pre-activations scaled by 0.1); with layer norm and b_0 = 0
+the norm removes the common factor, so the two starts compute the same
+function at initialisation (up to the norm's epsilon), but they do not train
+the same way (the gradients reaching W_x, W_h and the hyper maps differ by
+that factor).
 
 State format: ``(h, c)`` as in torch.nn.LSTM, with the hyper cell's state
 appended on the last dimension: ``h[..., :hidden_size]`` is the main hidden
@@ -42,6 +55,7 @@ nn.LSTM-shaped initial states keeps working.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +101,20 @@ class HyperLSTMCell(nn.Module):
         input_size (int): features of x_t.
         hidden_size (int): H, units of the main LSTM.
         hyper_size (int, default 128): N_h, units of the hyper LSTM.
-        embedding_size (int, default 4): N_z, size of each of z_x, z_h, z_b.
-        bias (bool, default True): main bias b_0 and the dynamic bias W_db z_b.
+        embedding_size (int, default 4): N_z, size of each of the 12 embeddings
+            z_x^y, z_h^y, z_b^y (one per gate y and term).
+        bias (bool, default True): main bias b_0 and the dynamic bias W_db^y z_b^y.
         layer_norm (bool, default False): layer norm on gates and cell, in both cells.
+
+    Parameters (H, N_h, N_z as above; I = input_size): ``weight_ih`` (4H, I),
+    ``weight_hh`` (4H, H), ``bias_ih`` (4H) as nn.LSTM's (one bias, b_0);
+    ``weight_z`` (12 N_z, N_h) (8 N_z without bias), rows [z_x^i, z_x^f, z_x^g,
+    z_x^o, z_h^i, ..., z_b^o]; ``bias_z`` (8 N_z); ``weight_dx``, ``weight_dh``,
+    ``weight_db`` (4H, N_z), rows y*H:(y+1)*H map z^y of the same gate.
 
     ``forward(x, state)`` runs one step: x (B, input_size) or (input_size,),
     state ``(h, c)`` each (B, H + N_h) (or (B, H): hyper state starts at 0) or None;
-    returns the new ``(h, c)``, each (B, H + N_h). ``scan`` runs a whole
-    sequence with the input projections hoisted out of the time loop.
+    returns the new ``(h, c)``, each (B, H + N_h) (main state first).
 
     Paper: Ha, Dai, Le 2016, arXiv 1609.09106, section 3.2.
     """
@@ -131,11 +151,11 @@ class HyperLSTMCell(nn.Module):
         self.hyper_weight_ih = nn.Parameter(torch.empty(4 * Nh, I + H))
         self.hyper_weight_hh = nn.Parameter(torch.empty(4 * Nh, Nh))
         self.hyper_bias = nn.Parameter(torch.empty(4 * Nh))
-        # hyper output -> embeddings z_x, z_h (with bias) and z_b (without)
-        n_z = 3 if bias else 2
-        self.weight_z = nn.Parameter(torch.empty(n_z * Nz, Nh))
-        self.bias_z = nn.Parameter(torch.empty(2 * Nz))
-        # embeddings -> per-unit scalings d_x, d_h and dynamic bias
+        # hyper output -> one embedding per gate and term: z_x^y, z_h^y (with bias), z_b^y (without)
+        n_terms = 3 if bias else 2
+        self.weight_z = nn.Parameter(torch.empty(n_terms * 4 * Nz, Nh))
+        self.bias_z = nn.Parameter(torch.empty(2 * 4 * Nz))
+        # embeddings -> per-unit scalings d_x^y, d_h^y and dynamic bias; block y maps z^y
         self.weight_dx = nn.Parameter(torch.empty(4 * H, Nz))
         self.weight_dh = nn.Parameter(torch.empty(4 * H, Nz))
         self.weight_db = nn.Parameter(torch.empty(4 * H, Nz)) if bias else None
@@ -170,7 +190,7 @@ class HyperLSTMCell(nn.Module):
         self.weight_z.zero_()
         self.bias_z.fill_(1.0)
         if self.bias:
-            nn.init.normal_(self.weight_z[2 * Nz :], 0.0, 0.01)
+            nn.init.normal_(self.weight_z[8 * Nz :], 0.0, 0.01)
         self.weight_dx.fill_(1.0 / Nz)
         self.weight_dh.fill_(1.0 / Nz)
         if self.weight_db is not None:
@@ -218,7 +238,7 @@ class HyperLSTMCell(nn.Module):
             state = _as_pair("HyperLSTMCell", state)
             state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
         h0, c0 = self._initial_state(state, x.shape[0], x)
-        _, (h, c) = self.scan(x.unsqueeze(0), (h0, c0))
+        _, (h, c) = self._scan(x.unsqueeze(0), (h0, c0))
         return (h[0], c[0]) if unbatched else (h, c)
 
     def _initial_state(
@@ -239,8 +259,8 @@ class HyperLSTMCell(nn.Module):
             out.append(s)
         return out[0], out[1]
 
-    def scan(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Run the cell over a sequence (no input checks; HyperLSTM does them).
+    def _scan(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Run the cell over a sequence (no input checks: forward and HyperLSTM do them).
 
         Args:
             x (Tensor): (T, B, input_size).
@@ -257,12 +277,13 @@ class HyperLSTMCell(nn.Module):
         # one matmul per step serves the main LSTM and the hyper cell's h_{t-1} input
         w_rec = torch.cat([self.weight_hh, self.hyper_weight_ih[:, I:]], 0).t()  # (H, 4H + 4Nh)
         w_hyp = self.hyper_weight_hh.t()  # (Nh, 4Nh)
-        w_z = self.weight_z.t()  # (Nh, nz*Nz)
-        b_z = torch.cat([self.bias_z, self.bias_z.new_zeros(self.weight_z.shape[0] - 2 * Nz)])
-        d_blocks = [self.weight_dx, self.weight_dh]
+        w_z = self.weight_z.t()  # (Nh, n_terms*4*Nz)
+        b_z = torch.cat([self.bias_z, self.bias_z.new_zeros(self.weight_z.shape[0] - 8 * Nz)])
+        d_blocks = [*self.weight_dx.split(H), *self.weight_dh.split(H)]
         if self.weight_db is not None:
-            d_blocks.append(self.weight_db)
-        w_d = torch.block_diag(*d_blocks).t()  # (nz*Nz, nz*4H): all three maps in one matmul
+            d_blocks.extend(self.weight_db.split(H))
+        # one (H, Nz) block per gate and term: all 12 maps z^y -> d^y in one matmul
+        w_d = torch.block_diag(*d_blocks).t()  # (n_terms*4*Nz, n_terms*4H)
         b_d = None
         if self.bias_ih is not None:
             b_d = torch.cat([self.bias_ih.new_zeros(8 * H), self.bias_ih])  # (12H,)
@@ -284,7 +305,7 @@ class HyperLSTMCell(nn.Module):
             if hyp_ln is not None:
                 hg = _layer_norm_gates(hg, hyp_ln[0], hyp_ln[1], 4)
             hh, hc = _lstm_update(hg, hc, hyp_ln_cell)  # (B, Nh)
-            z = torch.addmm(b_z, hh, w_z)  # (B, nz*Nz)
+            z = torch.addmm(b_z, hh, w_z)  # (B, n_terms*4*Nz)
             if b_d is None:
                 d_x, d_h = torch.mm(z, w_d).chunk(2, 1)  # (B, 4H) each
                 gates = d_x * xw_t[t]
@@ -298,6 +319,21 @@ class HyperLSTMCell(nn.Module):
             outs.append(h)
         out = torch.stack(outs)  # (T, B, H)
         return out, (torch.cat([h, hh], 1), torch.cat([c, hc], 1))
+
+
+def _check_dropout(part: str, dropout: object, num_layers: int) -> None:
+    """nn.LSTM's dropout rules, with the project's errors (and its warning for one layer)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise HDTypeError(f"{part}: dropout must be a number in [0, 1] (got {type(dropout).__name__})")
+    if not 0.0 <= dropout <= 1.0:
+        raise ConfigError(f"{part}: dropout must be a number in [0, 1] (got {dropout!r})")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            f"{part}: dropout={dropout} acts between layers only (after all but the last), "
+            f"so with num_layers=1 it does nothing",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _as_pair(part: str, state: object) -> tuple[Tensor, Tensor]:
@@ -331,7 +367,13 @@ class HyperLSTM(nn.Module):
     of H alone is accepted (hyper state starts at 0). Returns ``(output, (h_n, c_n))``:
     output (T, B, H) (or (B, T, H), or (T, H)), the main LSTM's hidden states of
     the last layer; h_n, c_n (num_layers, B, H + N_h), main state first then the
-    hyper cell's (``h_n[..., :H]`` is what nn.LSTM would return).
+    hyper cell's.
+
+    Warning: unlike nn.LSTM, h_n and c_n are H + N_h wide, not H: code that
+    reads the final hidden state (e.g. a classifier on ``h_n[-1]``) must take
+    ``h_n[..., :hidden_size]``, which is what nn.LSTM would return (or use
+    ``output[-1]``). Feeding ``(h_n, c_n)`` back as the next call's state is
+    fine either way.
 
     Example:
         >>> rnn = HyperLSTM(10, 20, num_layers=2, hyper_size=8, batch_first=True)
@@ -363,8 +405,7 @@ class HyperLSTM(nn.Module):
             hyper_size=hyper_size,
             embedding_size=embedding_size,
         )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-            raise ConfigError(f"HyperLSTM: dropout must be a number in [0, 1] (got {dropout!r})")
+        _check_dropout("HyperLSTM", dropout, num_layers)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -390,6 +431,57 @@ class HyperLSTM(nn.Module):
     def state_size(self) -> int:
         """Width of h_n and c_n: hidden_size + hyper_size."""
         return self.hidden_size + self.hyper_size
+
+    @classmethod
+    def from_lstm(
+        cls, lstm: nn.LSTM, hyper_size: int = 128, embedding_size: int = 4, layer_norm: bool = False
+    ) -> "HyperLSTM":
+        """A HyperLSTM whose main weights are copied from an nn.LSTM, scalings starting at 1.
+
+        Args:
+            lstm (nn.LSTM): unidirectional, without proj_size; not modified.
+            hyper_size (int, default 128): N_h of the new hyper cells.
+            embedding_size (int, default 4): N_z.
+            layer_norm (bool, default False): with layer norm the result is no
+                longer the same function as ``lstm``.
+
+        Returns:
+            HyperLSTM: same input_size, hidden_size, num_layers, bias, batch_first
+            and dropout; ``weight_ih``/``weight_hh`` copied, ``bias_ih`` = the
+            LSTM's bias_ih + bias_hh (forget-gate bias as it is in ``lstm``).
+            Without layer norm the untrained HyperLSTM computes exactly ``lstm``'s
+            function (h_n[..., :hidden_size] included).
+        """
+        if not isinstance(lstm, nn.LSTM):
+            raise HDTypeError(f"HyperLSTM.from_lstm: lstm must be a torch.nn.LSTM (got {type(lstm).__name__})")
+        if lstm.bidirectional or lstm.proj_size:
+            raise ConfigError(
+                f"HyperLSTM.from_lstm: bidirectional and proj_size are not supported "
+                f"(got bidirectional={lstm.bidirectional}, proj_size={lstm.proj_size})"
+            )
+        # nn.LSTM already warned about dropout with one layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            m = cls(
+                lstm.input_size,
+                lstm.hidden_size,
+                num_layers=lstm.num_layers,
+                bias=lstm.bias,
+                batch_first=lstm.batch_first,
+                dropout=lstm.dropout,
+                hyper_size=hyper_size,
+                embedding_size=embedding_size,
+                layer_norm=layer_norm,
+            )
+        ref = lstm.weight_ih_l0
+        m.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for layer, cell in enumerate(m.cells):
+                cell.weight_ih.copy_(getattr(lstm, f"weight_ih_l{layer}"))
+                cell.weight_hh.copy_(getattr(lstm, f"weight_hh_l{layer}"))
+                if cell.bias_ih is not None:
+                    cell.bias_ih.copy_(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
+        return m
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}, dropout={self.dropout}"
@@ -418,7 +510,7 @@ class HyperLSTM(nn.Module):
         h0, c0 = self._initial_state(state, x, unbatched)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
-            x, (h, c) = cell.scan(x, (h0[layer], c0[layer]))
+            x, (h, c) = cell._scan(x, (h0[layer], c0[layer]))
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
             hs.append(h)
