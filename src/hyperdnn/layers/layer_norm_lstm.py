@@ -1,13 +1,16 @@
-"""LayerNorm LSTM: the baseline of Ha et al. 2016 Table 3, with the nn.LSTM interface.
+"""LayerNorm LSTM: the baseline of Ha et al. 2016 Table 3, with nn.LSTM's interface.
 
     gates_t = LN(W_x x_t + W_h h_{t-1} + b)     (per gate: i, f, g, o)
     c_t = sig(f) c_{t-1} + sig(i) tanh(g),   h_t = sig(o) tanh(LN(c_t))
 
-This is the layer-norm placement of the reference code of Ha et al. (one norm
-per gate on the summed pre-activation, one on the cell), i.e. exactly
-``HyperLSTM(layer_norm=True)`` with its scalings fixed to 1, so the two
-differ only by the hypernetwork. Ba, Kiros, Hinton 2016 (arXiv 1607.06450)
-normalise W_x x and W_h h separately; this variant sums first.
+This is the layer-norm placement of the reference code of Ha et al. (its
+``LSTMCell(use_layer_norm=True)``: the bias b is added before one norm per
+gate, b starts at 0, and the norm's shift carries the forget-gate bias of 1),
+and it is exactly ``HyperLSTM(layer_norm=True)`` with its scalings fixed to 1
+and the same bias (its ``bias_ih`` = b; with ``bias=False`` on both, no b), so
+the two differ only by the hypernetwork. Ba, Kiros, Hinton 2016 (arXiv
+1607.06450) normalise W_x x and W_h h separately and add b after the norms;
+this variant sums first.
 """
 
 from __future__ import annotations
@@ -18,41 +21,59 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperdnn.errors import ConfigError, ShapeError
-from hyperdnn.layers.hyper_lstm import _as_pair, _check_sizes, _layer_norm_gates, _lstm_update
+from hyperdnn.errors import HDTypeError, ShapeError
+from hyperdnn.layers.hyper_lstm import _as_pair, _check_dropout, _check_sizes, _layer_norm_gates, _lstm_update
 
 __all__ = ["LayerNormLSTM"]
 
 
 class LayerNormLSTM(nn.Module):
-    """Multi-layer LSTM with layer norm on gates and cell; interface of torch.nn.LSTM.
+    """Multi-layer LSTM with layer norm on gates and cell; the interface of torch.nn.LSTM.
 
     Args:
         input_size (int): features of x.
         hidden_size (int): H.
         num_layers (int, default 1): stacked layers.
+        bias (bool, default True): the bias b inside the gate norm (``bias_ih``, (4H) per
+            layer, starts at 0); the norms' own gains and shifts are always there.
         batch_first (bool, default False): (B, T, *) instead of (T, B, *).
-        dropout (float, default 0.0): dropout between layers (training only).
+        dropout (float, default 0.0): dropout on each layer's output except the last
+            (training only), as nn.LSTM.
 
-    ``forward(input, state=None)``: input (T, B, input_size) (or batch-first);
-    state ``(h0, c0)`` each (num_layers, B, H). Returns ``(output, (h_n, c_n))``
-    with output (T, B, H) and h_n, c_n (num_layers, B, H).
+    ``forward(input, state=None)``: input (T, B, input_size) ((B, T, ...) with
+    batch_first) or unbatched (T, input_size); state ``(h0, c0)`` each
+    (num_layers, B, H) (unbatched: (num_layers, H)) or None (zeros). Returns
+    ``(output, (h_n, c_n))`` with output (T, B, H) (or (B, T, H), or (T, H)) and
+    h_n, c_n (num_layers, B, H) (unbatched: (num_layers, H)).
+    Not supported (refused with an error or absent): PackedSequence inputs,
+    bidirectional, proj_size.
+
+    Paper: the baseline "LayerNorm LSTM" of Ha, Dai, Le 2016 (arXiv 1609.09106), Table 3.
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, num_layers: int = 1, batch_first: bool = False, dropout: float = 0.0
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _check_sizes("LayerNormLSTM", input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-            raise ConfigError(f"LayerNormLSTM: dropout must be a number in [0, 1] (got {dropout!r})")
+        _check_dropout("LayerNormLSTM", dropout, num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias = bool(bias)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
         H = hidden_size
         self.weight_ih = nn.ParameterList(
             nn.Parameter(torch.empty(4 * H, input_size if k == 0 else H)) for k in range(num_layers)
         )
         self.weight_hh = nn.ParameterList(nn.Parameter(torch.empty(4 * H, H)) for _ in range(num_layers))
+        self.bias_ih = (
+            nn.ParameterList(nn.Parameter(torch.zeros(4 * H)) for _ in range(num_layers)) if self.bias else None
+        )
         self.ln_weight = nn.ParameterList(nn.Parameter(torch.ones(4 * H)) for _ in range(num_layers))
         self.ln_bias = nn.ParameterList(nn.Parameter(torch.zeros(4 * H)) for _ in range(num_layers))
         self.ln_cell_weight = nn.ParameterList(nn.Parameter(torch.ones(H)) for _ in range(num_layers))
@@ -64,25 +85,49 @@ class LayerNormLSTM(nn.Module):
             for b in self.ln_bias:
                 b[H : 2 * H] = 1.0  # forget-gate bias 1
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+            f"batch_first={self.batch_first}, dropout={self.dropout}"
+        )
+
     def forward(
         self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run all layers; shapes as in the class docstring."""
-        if not isinstance(input, Tensor) or input.dim() != 3 or input.shape[-1] != self.input_size:
-            shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
-            raise ShapeError(f"LayerNormLSTM: input must be 3-d with input_size={self.input_size} (got {shape})")
-        x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+        if not isinstance(input, Tensor):
+            raise HDTypeError(
+                f"LayerNormLSTM: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)"
+            )
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ShapeError(
+                f"LayerNormLSTM: input must be {layout} or unbatched (T, input_size) with "
+                f"input_size={self.input_size} (got {tuple(input.shape)})"
+            )
+        unbatched = input.dim() == 2
+        if unbatched:
+            x = input.unsqueeze(1)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+        if x.shape[0] == 0:
+            raise ShapeError(f"LayerNormLSTM: the sequence must have at least one step (got {tuple(input.shape)})")
         L, B, H = self.num_layers, x.shape[1], self.hidden_size
         if state is None:
             h0 = c0 = x.new_zeros(L, B, H)
         else:
             h0, c0 = _as_pair("LayerNormLSTM", state)
+            want = (L, H) if unbatched else (L, B, H)
             for name, s in (("h0", h0), ("c0", c0)):
-                if tuple(s.shape) != (L, B, H):
-                    raise ShapeError(f"LayerNormLSTM: state {name} must be ({L}, {B}, {H}) (got {tuple(s.shape)})")
+                if tuple(s.shape) != want:
+                    raise ShapeError(f"LayerNormLSTM: state {name} must be {want} (got {tuple(s.shape)})")
+            if unbatched:
+                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         hs, cs = [], []
         for k in range(L):
-            xw = F.linear(x, self.weight_ih[k]).unbind(0)  # T x (B, 4H)
+            b = self.bias_ih[k] if self.bias_ih is not None else None
+            # unbind, not x[t]: one backward for the whole sequence instead of a zero fill per step
+            xw = F.linear(x, self.weight_ih[k], b).unbind(0)  # T x (B, 4H)
             w_hh = self.weight_hh[k].t()
             ln, ln_cell = (self.ln_weight[k], self.ln_bias[k]), (self.ln_cell_weight[k], self.ln_cell_bias[k])
             h, c = h0[k], c0[k]
@@ -96,5 +141,8 @@ class LayerNormLSTM(nn.Module):
                 x = F.dropout(x, self.dropout, True)
             hs.append(h)
             cs.append(c)
+        h_n, c_n = torch.stack(hs), torch.stack(cs)  # (L, B, H)
+        if unbatched:
+            return x[:, 0], (h_n[:, 0], c_n[:, 0])
         out = x.transpose(0, 1) if self.batch_first else x
-        return out, (torch.stack(hs), torch.stack(cs))
+        return out, (h_n, c_n)
