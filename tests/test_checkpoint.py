@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import hyperdnn as hd
+from hyperdnn.checkpoint import _config_hash
 
 
 def target() -> nn.Module:
@@ -73,6 +74,7 @@ def test_corrupt_tensor_file_with_matching_hash_is_refused(tmp_path) -> None:
     path.write_bytes(b"\x00" * 16)
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    cfg["config_sha256"] = _config_hash(cfg)  # a consistent forgery: the tensor file itself is unreadable
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(hd.CheckpointError, match="cannot read"):
         hd.load(tmp_path, target=target())
@@ -99,14 +101,55 @@ def test_bad_config_is_refused(tmp_path) -> None:
         hd.load(tmp_path, target=target())
 
 
+def test_edited_config_is_refused(tmp_path) -> None:
+    hd.save(model(), tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["outputs"]["scale"] = 2.0
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(hd.CheckpointError, match="modified after saving"):
+        hd.load(tmp_path, target=target())
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("generate", 5, "'generate' must be a non-empty list"),
+    ("generate", [["0.weight"]], "'generate' must be a non-empty list"),
+    ("freeze", "1.weight", "'freeze' must be a list"),
+])
+def test_malformed_config_fields_are_refused(tmp_path, field, value, message) -> None:
+    hd.save(model(), tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg[field] = value
+    cfg["config_sha256"] = _config_hash(cfg)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(hd.CheckpointError, match=message):
+        hd.load(tmp_path, target=target())
+
+
+def test_other_target_class_or_dtype_is_refused(tmp_path) -> None:
+    class Other(nn.Sequential):
+        pass
+
+    hd.save(model(), tmp_path)
+    t = target()
+    with pytest.raises(hd.CheckpointError, match="made for a target of class 'Sequential'; got 'Other'"):
+        hd.load(tmp_path, target=Other(*t))
+    with pytest.raises(hd.CheckpointError, match="is torch.float32 in the checkpoint but torch.float64"):
+        hd.load(tmp_path, target=target().double())
+
+
 def test_no_pickle_in_the_load_path(tmp_path, monkeypatch) -> None:
     import pickle
 
     def refuse(*a, **k):
         raise AssertionError("pickle used")
 
+    class NoUnpickler:
+        def __init__(self, *a, **k):
+            raise AssertionError("pickle used")
+
     hd.save(model(), tmp_path)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", NoUnpickler)
     monkeypatch.setattr(torch, "load", refuse)
     hd.load(tmp_path, target=target())

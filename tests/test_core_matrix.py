@@ -110,3 +110,21 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, body: str, out: str) -> Non
     assert torch.equal(model(x, task=2), loaded(x, task=2))
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("out", list(OUTPUTS))
+@pytest.mark.parametrize("body", ["mlp", "rnn", "attention"])
+def test_per_sample_weights_equal_the_loop(body: str, out: str) -> None:
+    torch.manual_seed(1)
+    model = hd.HyperDNN(make_target(), inputs=hd.External(5), outputs=OUTPUTS[out](), body=BODIES[body]())
+    x, c = torch.randn(4, 4), torch.randn(4, 5)
+    y = model(x, condition=c)
+    y.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    y_loop = torch.cat([model(x[i:i + 1], condition=c[i]) for i in range(4)])
+    y_loop.sum().backward()
+    torch.testing.assert_close(y, y_loop, atol=1e-5, rtol=1e-4)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)

@@ -188,3 +188,142 @@ def test_batched_path_has_no_python_loop_over_samples(monkeypatch) -> None:
     model = hd.HyperDNN(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), inputs=hd.External(3))
     model(torch.randn(64, 4), condition=torch.randn(64, 3))
     assert len(calls) == 2
+
+
+class SeqFirstInside(nn.Module):
+    """Batch-first input, a sequence-first LSTM inside, then a per-step head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.transpose(0, 1))  # (T, B, H)
+        return self.fc(out)
+
+
+def test_a_generated_module_that_sees_the_batch_elsewhere_is_refused() -> None:
+    model = hd.HyperDNN(SeqFirstInside(), inputs=hd.External(2), generate="fc.*")
+    x, c = torch.randn(4, 5, 3), torch.randn(4, 2)  # T=5 is not a multiple of B=4
+    with pytest.raises(hd.ShapeError, match=r"Linear \(with generated weights\) got an input of shape \(5, 4, 4\)"):
+        model(x, condition=c)
+
+
+class Masked(nn.Module):
+    """A custom module with its own generated parameter and a shared mask argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(2, 2))
+
+    def forward(self, x, mask):
+        return (x @ self.w) * mask
+
+
+def test_vmap_fallback_shares_tensors_that_are_not_batched() -> None:
+    torch.manual_seed(0)
+    model = hd.HyperDNN(Masked(), inputs=hd.External(3))
+    # Rule: a tensor with as many rows as x is split per sample, any other is shared.
+    x, c, mask = torch.randn(3, 2, 2), torch.randn(3, 3), torch.tensor([[1.0, 0.0], [0.5, 2.0]])
+    y = model(x, mask, condition=c)
+    y_loop = torch.cat([model(x[i:i + 1], mask, condition=c[i]) for i in range(3)])
+    torch.testing.assert_close(y, y_loop)
+
+
+def test_noise_ensemble_in_train_mode_treats_members_as_separate_models() -> None:
+    torch.manual_seed(0)
+    target = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    model = hd.HyperDNN(target, inputs=hd.Noise(4), generate=nn.Linear).train()
+    x = torch.randn(6, 3)
+    torch.manual_seed(3)
+    y = model(x, samples=3)
+    bn = model.target[1]
+    after = bn.running_mean.clone()
+    torch.manual_seed(3)
+    z = torch.randn(3, 4)
+    means = []
+    for k in range(3):
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
+        torch.testing.assert_close(y[k], model.run_target(x, model.hypernetwork(z[k])), atol=1e-5, rtol=1e-4)
+        means.append(bn.running_mean.clone())
+    torch.testing.assert_close(after, torch.stack(means).mean(0), atol=1e-6, rtol=1e-5)
+
+
+def test_transformer_layer_target_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    model = hd.HyperDNN(layer, inputs=hd.External(3), outputs=hd.ChunkWise(200, 4)).eval()
+    x, c = torch.randn(3, 5, 8), torch.randn(3, 3)
+    y = model(x, condition=c)
+    y_loop = torch.cat([model(x[i:i + 1], condition=c[i]) for i in range(3)])
+    torch.testing.assert_close(y, y_loop, atol=1e-5, rtol=1e-4)
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.head(torch.tanh(self.emb(idx)))
+
+
+def test_tied_weights_per_sample_equal_loop() -> None:
+    torch.manual_seed(0)
+    model = hd.HyperDNN(TiedLM(), inputs=hd.TaskEmbedding(3, 4))
+    idx, tasks = torch.randint(0, 10, (3, 5)), torch.tensor([0, 2, 1])
+    y = model(idx, task=tasks)
+    y_loop = torch.cat([model(idx[i:i + 1], task=int(tasks[i])) for i in range(3)])
+    torch.testing.assert_close(y, y_loop)
+    assert hd.HyperDNN(TiedLM(), inputs=hd.TaskEmbedding(3, 4), generate=nn.Linear).spec.names == ["emb.weight"]
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_plain_rnn_per_sample_equals_loop(nonlinearity: str) -> None:
+    torch.manual_seed(0)
+    model = hd.HyperDNN(nn.RNN(3, 4, num_layers=2, nonlinearity=nonlinearity, batch_first=True), inputs=hd.External(2))
+    x, c = torch.randn(3, 5, 3), torch.randn(3, 2)
+    y, h = model(x, condition=c)
+    rows = [model(x[i:i + 1], condition=c[i]) for i in range(3)]
+    torch.testing.assert_close(y, torch.cat([r[0] for r in rows]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(h, torch.cat([r[1] for r in rows], dim=1), atol=1e-5, rtol=1e-4)
+
+
+def test_float64_target_and_instance_forward_are_respected() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2).double()
+    model = hd.HyperDNN(lin, inputs=hd.External(2))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert model(x, condition=torch.randn(4, 2, dtype=torch.float64)).dtype == torch.float64
+    orig = model.target.forward
+    model.target.forward = lambda inp: 2 * orig(inp)
+    model(x, condition=torch.randn(4, 2, dtype=torch.float64))
+    assert "forward" in model.target.__dict__
+
+
+def test_attention_options_without_a_batched_rule_are_refused() -> None:
+    mha = nn.MultiheadAttention(4, 2, batch_first=True, add_zero_attn=True)
+    model = hd.HyperDNN(mha, inputs=hd.External(2))
+    q = torch.randn(2, 3, 4)
+    with pytest.raises(hd.ConfigError, match="add_zero_attn"):
+        model(q, q, q, condition=torch.randn(2, 2))
+
+
+def test_empty_batch_and_numpy_task_ids() -> None:
+    import numpy as np
+
+    model = hd.HyperDNN(nn.Linear(3, 2), inputs=hd.TaskEmbedding(3, 2))
+    with pytest.raises(hd.ShapeError, match="batch of 0"):
+        model(torch.randn(0, 3), task=torch.zeros(0, dtype=torch.long))
+    assert model(torch.randn(2, 3), task=np.int64(2)).shape == (2, 2)
+    with pytest.raises(hd.ShapeError, match="expected a positive multiple of the 2 weight sets"):
+        model.run_target(torch.randn(3, 3), model.weights(task=torch.tensor([0, 1])))
+
+
+def test_selecting_attention_by_type_includes_its_output_projection() -> None:
+    model = hd.HyperDNN(nn.Sequential(nn.MultiheadAttention(4, 2)), inputs=hd.External(2), generate=nn.MultiheadAttention)
+    assert set(model.spec.names) == {"0.in_proj_weight", "0.in_proj_bias", "0.out_proj.weight", "0.out_proj.bias"}

@@ -89,8 +89,35 @@ def save(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] |
         "sha256": _sha256(d / TENSORS),
         "extra": extra or {},
     }
+    config["config_sha256"] = _config_hash(config)
     (d / CONFIG).write_text(json.dumps(config, indent=2))
     return d
+
+
+def _config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the config, without this hash itself."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_structure(config: dict[str, Any], path: Path) -> None:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"load: {path}: {what}")
+
+    gen = config.get("generate")
+    if not isinstance(gen, list) or not gen or not all(
+        isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and isinstance(g[1], list)
+        and all(isinstance(s, int) for s in g[1]) for g in gen
+    ):
+        raise bad("'generate' must be a non-empty list of [name, shape] pairs")
+    freeze = config.get("freeze")
+    if not isinstance(freeze, list) or not all(isinstance(f, str) for f in freeze):
+        raise bad("'freeze' must be a list of parameter names")
+    if not isinstance(config.get("batch_dim"), int) or isinstance(config.get("batch_dim"), bool):
+        raise bad("'batch_dim' must be an int")
+    tensors = config.get("tensors")
+    if not isinstance(tensors, dict):
+        raise bad("'tensors' must map names to [dtype, shape]")
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -107,6 +134,9 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
                               if isinstance(config, dict) else f"load: {path} is not a hyperdnn checkpoint")
     if config.get("version") != VERSION:
         raise CheckpointError(f"load: checkpoint version {config.get('version')!r} is not supported (expected {VERSION})")
+    if config.get("config_sha256") != _config_hash(config):
+        raise CheckpointError(f"load: {path} does not match its own sha256: modified after saving")
+    _check_structure(config, path)
     return config
 
 
@@ -133,6 +163,11 @@ def load(directory: str | os.PathLike, target: nn.Module, encoder: nn.Module | N
         raise CheckpointError(f"load: no {TENSORS} in {str(d)!r}")
     if _sha256(tensor_path) != config.get("sha256"):
         raise CheckpointError(f"load: {tensor_path} does not match the sha256 in {CONFIG}: truncated or modified")
+    if type(target).__name__ != config.get("target_class"):
+        raise CheckpointError(
+            f"load: the checkpoint was made for a target of class {config.get('target_class')!r}; "
+            f"got {type(target).__name__!r}"
+        )
     shapes = dict(target.named_parameters())
     for name, shape in config["generate"]:
         if name not in shapes:
@@ -166,6 +201,11 @@ def load(directory: str | os.PathLike, target: nn.Module, encoder: nn.Module | N
     if missing or unknown:
         raise CheckpointError(f"load: tensors do not match the model: missing {missing}, unknown {unknown}")
     for k, v in state.items():
+        if v.dtype != expected[k].dtype:
+            raise CheckpointError(
+                f"load: tensor {k!r} is {v.dtype} in the checkpoint but {expected[k].dtype} in the model; "
+                "convert the target (e.g. target.double()) before loading"
+            )
         if v.shape != expected[k].shape:
             raise CheckpointError(
                 f"load: tensor {k!r} has shape {tuple(v.shape)} in the checkpoint but {tuple(expected[k].shape)} in the model"

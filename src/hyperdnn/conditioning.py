@@ -13,6 +13,7 @@ Its *shape* decides the variability of inputs:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,10 +95,10 @@ class TaskInput(InputModule):
         value = conditions.get(self.name)
         if value is None:
             raise ConfigError(f"TaskEmbedding: this model needs {self.name}=<task id> (0..{self.num_tasks - 1})")
-        if isinstance(value, bool) or not isinstance(value, (int, Tensor)):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = torch.tensor(int(value), device=self.table.weight.device)
+        if not isinstance(value, Tensor):
             raise HDTypeError(f"TaskEmbedding: {self.name} must be an int or an integer tensor (got {type(value).__name__})")
-        if isinstance(value, int):
-            value = torch.tensor(value, device=self.table.weight.device)
         if value.dtype.is_floating_point or value.dtype == torch.bool:
             raise HDTypeError(f"TaskEmbedding: {self.name} must hold integers (got dtype {value.dtype})")
         if value.dim() > 1:

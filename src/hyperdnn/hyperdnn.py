@@ -81,7 +81,7 @@ class HyperDNN(nn.Module):
         init: str = "target",
     ) -> None:
         super().__init__()
-        if not isinstance(batch_dim, int) or batch_dim < 0:
+        if not isinstance(batch_dim, int) or isinstance(batch_dim, bool) or batch_dim < 0:
             raise HDTypeError(f"HyperDNN: batch_dim must be a non-negative int (got {batch_dim!r})")
         target_copy, spec, initial = prepare_target(target, generate, freeze)
         spec = spec.with_init(init)
@@ -91,7 +91,8 @@ class HyperDNN(nn.Module):
         self.hypernetwork = HyperNetwork(spec, inputs, outputs, body, initial)
         ref = next(iter(initial.values()))
         if not ref.is_meta:
-            self.hypernetwork.to(device=ref.device)
+            # The hypernetwork follows the target's device and floating dtype (e.g. a float64 target).
+            self.hypernetwork.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
         self.batch_dim = batch_dim
         self.check_finite = check_finite
         self.init_scheme = init
@@ -130,8 +131,10 @@ class HyperDNN(nn.Module):
             return self._static(theta, args, kwargs)
         theta = self._batched_weights(cond.z)
         if cond.mode == "per_sample":
-            self._check_batch(args, cond.z.shape[0])
-            return call_batched(self.target, theta, cond.z.shape[0], args, kwargs, self.batch_dim)
+            groups = cond.z.shape[0]
+            self._check_batch(args, groups)
+            return call_batched(self.target, theta, groups, args, kwargs, self.batch_dim, rows=groups,
+                                aliases=self._call_static.aliases)
         return self._ensemble(theta, cond.z.shape[0], args, kwargs)
 
     def _batched_weights(self, z: Tensor) -> dict[str, Any]:
@@ -164,7 +167,17 @@ class HyperDNN(nn.Module):
         all_args = (x, *args)
         if groups is None:
             return self._static(weights, all_args, kwargs)
-        return call_batched(self.target, weights, groups, all_args, kwargs, self.batch_dim)
+        rows = None
+        if isinstance(x, Tensor):
+            bd = self.batch_dim
+            rows = x.shape[bd] if x.dim() > bd else 0
+            if groups == 0 or rows == 0 or rows % groups:
+                raise ShapeError(
+                    f"HyperDNN.run_target: x has {rows} rows along dim {bd}; expected a positive multiple of "
+                    f"the {groups} weight sets"
+                )
+        return call_batched(self.target, weights, groups, all_args, kwargs, self.batch_dim, rows=rows,
+                            aliases=self._call_static.aliases)
 
     def _static(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
         return self._call_static(theta, args, kwargs)
@@ -174,7 +187,7 @@ class HyperDNN(nn.Module):
         if isinstance(x, Tensor):
             bd = self.batch_dim
             rows = x.shape[bd] if x.dim() > bd else None
-            if rows != groups:
+            if rows != groups or groups == 0:
                 raise ShapeError(
                     f"HyperDNN: the condition has a batch of {groups} but x has {rows} rows along dim {bd}; "
                     "a batched condition must give one row per sample"
@@ -185,6 +198,8 @@ class HyperDNN(nn.Module):
         if not isinstance(x, Tensor):
             raise HDTypeError("HyperDNN: an ensemble call needs a tensor x as first argument")
         bd = self.batch_dim
+        if x.dim() <= bd:
+            raise ShapeError(f"HyperDNN: x of shape {tuple(x.shape)} has no batch dimension {bd}")
         rows = x.shape[bd]
 
         def rep(a):
@@ -192,7 +207,8 @@ class HyperDNN(nn.Module):
                 return repeat_groups(a, k, bd)
             return a
 
-        out = call_batched(self.target, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd)
+        out = call_batched(self.target, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd, rows=k * rows,
+                           aliases=self._call_static.aliases, per_group_stats=True)
 
         def unrep(o):
             if isinstance(o, Tensor) and o.dim() > bd and o.shape[bd] == k * rows:

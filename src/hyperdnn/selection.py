@@ -2,8 +2,9 @@
 
 A *selector* is one of
 - ``"all"``: every parameter;
-- an ``nn.Module`` subclass (or a tuple of them): every parameter held
-  directly by a module of that type, e.g. ``nn.Linear``;
+- an ``nn.Module`` subclass (or a tuple of them): every parameter inside a
+  module of that type, its submodules included (``nn.MultiheadAttention``
+  selects ``out_proj`` too), e.g. ``nn.Linear``;
 - a name pattern (``fnmatch`` style, e.g. ``"layers.*.weight"``) or an exact name;
 - a callable ``(name, parameter) -> bool``;
 - a list of the above (union).
@@ -23,16 +24,13 @@ from .errors import ConfigError, HDTypeError
 Selector = Union[str, type, tuple, Callable[[str, torch.Tensor], bool], Sequence[Any], None]
 
 
-def _owner_types(module: nn.Module) -> dict[str, type]:
-    """Maps each parameter name to the type of the module that holds it directly."""
-    owners: dict[str, type] = {}
+def _owner_types(module: nn.Module) -> dict[str, set[type]]:
+    """Maps each parameter name to the types of every module it lies inside (tied aliases included)."""
+    by_id: dict[int, set[type]] = {}
     for mod_name, mod in module.named_modules(remove_duplicate=False):
-        for p_name in mod._parameters:
-            if mod._parameters[p_name] is None:
-                continue
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            owners.setdefault(full, type(mod))
-    return owners
+        for _, p in mod.named_parameters():
+            by_id.setdefault(id(p), set()).add(type(mod))
+    return {n: by_id[id(p)] for n, p in module.named_parameters()}
 
 
 def select(module: nn.Module, selector: Selector, role: str) -> list[str]:
@@ -52,6 +50,8 @@ def select(module: nn.Module, selector: Selector, role: str) -> list[str]:
         return []
     owners = _owner_types(module)
     params = dict(module.named_parameters())
+    if isinstance(selector, tuple) and not all(isinstance(t, type) for t in selector):
+        selector = list(selector)  # a tuple of patterns means the same as a list
     items = list(selector) if isinstance(selector, list) else [selector]
     chosen: set[str] = set()
     for item in items:
@@ -69,7 +69,7 @@ def select(module: nn.Module, selector: Selector, role: str) -> list[str]:
             isinstance(item, tuple) and all(isinstance(t, type) and issubclass(t, nn.Module) for t in item)
         ):
             types = item if isinstance(item, tuple) else (item,)
-            hits = {n for n in names if issubclass(owners[n], types)}
+            hits = {n for n in names if any(issubclass(o, types) for o in owners[n])}
             if not hits:
                 wanted = ", ".join(t.__name__ for t in types)
                 raise ConfigError(

@@ -214,7 +214,9 @@ class StaticCaller:
         self.target = target
         wanted = set(names)
         first: dict[int, str] = {}
-        self.slots: dict[str, list[tuple[nn.Module, str, Tensor]]] = {n: [] for n in names}
+        self.slots: dict[str, list[tuple[nn.Module, str]]] = {n: [] for n in names}
+        #: name -> the other names under which the same (tied) tensor is reachable
+        self.aliases: dict[str, list[str]] = {}
         for mod_name, mod in target.named_modules(remove_duplicate=False):
             for attr, buf in mod._buffers.items():
                 full = f"{mod_name}.{attr}" if mod_name else attr
@@ -222,28 +224,32 @@ class StaticCaller:
                     continue
                 key = first.setdefault(id(buf), full) if full in wanted or id(buf) in first else None
                 if key is not None and key in self.slots:
-                    self.slots[key].append((mod, attr, buf))
+                    self.slots[key].append((mod, attr))
+                    if full != key:
+                        self.aliases.setdefault(key, []).append(full)
         missing = [n for n, s in self.slots.items() if not s]
         if missing:
             raise ConfigError(f"HyperDNN: internal error, no slot for generated tensors {missing}")
         self.rnn: list[tuple[nn.Module, int, str]] = []
         for n, slots in self.slots.items():
-            for mod, attr, _ in slots:
+            for mod, attr in slots:
                 if isinstance(mod, nn.RNNBase) and attr in mod._flat_weights_names:
                     self.rnn.append((mod, mod._flat_weights_names.index(attr), n))
 
     def __call__(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
+        # The empty placeholders are read at each call, so .to()/.double() on the model are followed.
+        saved = [(mod, attr, mod._buffers[attr]) for slots in self.slots.values() for mod, attr in slots]
         try:
             for name, slots in self.slots.items():
                 t = theta[name]
-                for mod, attr, _ in slots:
+                for mod, attr in slots:
                     mod._buffers[attr] = t
             for mod, i, name in self.rnn:
                 mod._flat_weights[i] = theta[name]
             return self.target(*args, **kwargs)
         finally:
-            for slots in self.slots.values():
-                for mod, attr, empty in slots:
-                    mod._buffers[attr] = empty
+            for mod, attr, empty in saved:
+                mod._buffers[attr] = empty
             for mod, i, name in self.rnn:
-                mod._flat_weights[i] = self.slots[name][0][2]
+                first_mod, first_attr = self.slots[name][0]
+                mod._flat_weights[i] = first_mod._buffers[first_attr]

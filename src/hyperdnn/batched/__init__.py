@@ -4,17 +4,24 @@ Generated tensors carry a leading group dimension ``G``: ``G = B`` when each
 sample has its own weights (dynamic inputs), ``G = k`` for a noise ensemble
 whose members all see the same batch. The input batch is kept flat as
 ``G * n`` rows (group-major), so modules without generated parameters run
-unchanged; each module that holds generated parameters runs a batched rule
+unchanged; each module that holds generated tensors runs a batched rule
 (batched matmul, grouped convolution, a batched recurrence) for the duration
 of the call. Modules without a rule fall back to ``torch.func.vmap`` over
 the groups.
 
 Modules with a batched rule: Linear, Conv1d/2d/3d, BatchNorm1d/2d/3d,
-LayerNorm, Embedding, LSTM, GRU, MultiheadAttention. See :mod:`.rules`.
+LayerNorm, Embedding, RNN, LSTM, GRU, MultiheadAttention. See :mod:`.rules`.
+
+Every module that holds generated tensors must see the batch where the
+HyperDNN's ``batch_dim`` says (recurrent and attention modules: where their
+``batch_first`` says), sample-major: a tensor whose size there is not a
+multiple of the batch is refused with a ``ShapeError``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 import torch
@@ -23,7 +30,8 @@ from torch import Tensor, nn
 from ..errors import ShapeError
 from .fallback import vmap_rule
 from .linear_conv import linear
-from .rules import RULES, SUBTREE_RULES
+from .norm import batch_norm
+from .rules import BATCH_POSITION, RULES, SUBTREE_RULES
 
 
 def materialize(w: Tensor | tuple[Tensor, Tensor]) -> Tensor:
@@ -34,7 +42,7 @@ def materialize(w: Tensor | tuple[Tensor, Tensor]) -> Tensor:
     return w
 
 
-def _plan(target: nn.Module, names: list[str]) -> list[tuple[nn.Module, Any, dict[str, str]]]:
+def _plan(target: nn.Module, names: list[str], per_group_stats: bool) -> list[tuple[nn.Module, Any, dict[str, str]]]:
     """Finds, top-down, which module runs which generated names and with which rule."""
     remaining = set(names)
     plan = []
@@ -42,6 +50,9 @@ def _plan(target: nn.Module, names: list[str]) -> list[tuple[nn.Module, Any, dic
         prefix = f"{mod_name}." if mod_name else ""
         mine = {n: n[len(prefix):] for n in remaining if n.startswith(prefix)}
         if not mine:
+            if per_group_stats and isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+                # An ensemble's members are independent models: statistics per member.
+                plan.append((mod, functools.partial(batch_norm, per_group=True), {}))
             continue
         direct = {full: local for full, local in mine.items() if "." not in local}
         rule = SUBTREE_RULES.get(type(mod))
@@ -57,18 +68,41 @@ def _plan(target: nn.Module, names: list[str]) -> list[tuple[nn.Module, Any, dic
             plan.append((mod, vmap_rule, mine))
             remaining -= set(mine)
         else:
+            if rule is batch_norm and per_group_stats:
+                rule = functools.partial(batch_norm, per_group=True)
             plan.append((mod, rule, direct))
             remaining -= set(direct)
     return plan
 
 
+def _mha_fastpath_off():
+    """nn.MultiheadAttention's fused eval path reads the (empty) weight slots directly."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def off():
+        before = mha.get_fastpath_enabled()
+        mha.set_fastpath_enabled(False)
+        try:
+            yield
+        finally:
+            mha.set_fastpath_enabled(before)
+
+    return off()
+
+
 def call_batched(
     target: nn.Module,
-    theta: dict[str, Tensor],
+    theta: dict[str, Any],
     groups: int,
     args: tuple,
     kwargs: dict,
     batch_dim: int = 0,
+    rows: int | None = None,
+    aliases: dict[str, list[str]] | None = None,
+    per_group_stats: bool = False,
 ) -> Any:
     """Runs ``target(*args, **kwargs)`` with per-group weights.
 
@@ -81,24 +115,49 @@ def call_batched(
             ``batch_dim``.
         batch_dim: where the batch lives in the inputs of generic modules
             (recurrent and attention modules use their own ``batch_first``).
+        rows: ``G * n``, the batch of the call; modules must see a multiple of it.
+        aliases: name -> other names of the same tied tensor.
+        per_group_stats: BatchNorm in training mode normalises each group with its
+            own statistics (ensembles: members are independent models).
     """
-    plan = _plan(target, list(theta))
-    patched = []
+    if aliases:
+        theta = dict(theta)
+        for name, others in aliases.items():
+            if name in theta:
+                for other in others:
+                    theta[other] = theta[name]
+    plan = _plan(target, list(theta), per_group_stats)
+    patched: list[tuple[nn.Module, Any]] = []
     try:
         for mod, rule, local in plan:
             weights = {loc: theta[full] for full, loc in local.items()}
             if rule is not linear:
                 weights = {k: materialize(v) for k, v in weights.items()}
-            mod.forward = _bind(rule, mod, weights, groups, batch_dim)
-            patched.append(mod)
-        return target(*args, **kwargs)
+            patched.append((mod, mod.__dict__.get("forward")))
+            mod.forward = _bind(rule, mod, weights, groups, batch_dim, rows)
+        with _mha_fastpath_off():
+            return target(*args, **kwargs)
     finally:
-        for mod in patched:
-            mod.__dict__.pop("forward", None)
+        for mod, before in reversed(patched):
+            if before is None:
+                mod.__dict__.pop("forward", None)
+            else:
+                mod.forward = before
 
 
-def _bind(rule, mod, weights, groups, batch_dim):
+def _bind(rule, mod, weights, groups, batch_dim, rows):
+    position = BATCH_POSITION.get(type(mod), lambda m, bd: bd)(mod, batch_dim)
+
     def forward(*args, **kwargs):
+        x = args[0] if args else next((v for v in kwargs.values() if isinstance(v, Tensor)), None)
+        if rows is not None and isinstance(x, Tensor):
+            size = x.shape[position] if x.dim() > position else None
+            if size is None or size % rows:
+                raise ShapeError(
+                    f"{type(mod).__name__} (with generated weights) got an input of shape {tuple(x.shape)}: "
+                    f"expected the batch of {rows} (or a multiple of it, sample-major) at dim {position}; "
+                    "every generated module must see the batch at HyperDNN(batch_dim=...)"
+                )
         return rule(mod, weights, groups, batch_dim, *args, **kwargs)
 
     return forward
@@ -111,16 +170,4 @@ def repeat_groups(x: Tensor, groups: int, batch_dim: int) -> Tensor:
     return xe.flatten(batch_dim, batch_dim + 1)
 
 
-def check_rows(x: Tensor, groups: int, batch_dim: int, part: str) -> int:
-    """Returns ``n`` such that ``x`` has ``groups * n`` rows along ``batch_dim``."""
-    if x.dim() <= batch_dim:
-        raise ShapeError(f"{part}: input of shape {tuple(x.shape)} has no batch dimension {batch_dim}")
-    rows = x.shape[batch_dim]
-    if rows % groups:
-        raise ShapeError(
-            f"{part}: input has {rows} rows along dim {batch_dim}, not a multiple of the {groups} weight sets"
-        )
-    return rows // groups
-
-
-__all__ = ["call_batched", "check_rows", "repeat_groups"]
+__all__ = ["call_batched", "materialize", "repeat_groups"]

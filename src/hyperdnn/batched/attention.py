@@ -41,6 +41,10 @@ def multihead_attention(
     """Same inputs and outputs as ``nn.MultiheadAttention.forward``, weights per group."""
     if mod.bias_k is not None or mod.bias_v is not None:
         raise ConfigError("MultiheadAttention: batched weights do not support add_bias_kv=True")
+    if mod.add_zero_attn:
+        raise ConfigError("MultiheadAttention: batched weights do not support add_zero_attn=True")
+    if is_causal and attn_mask is None:
+        raise ConfigError("MultiheadAttention: is_causal=True needs attn_mask (as in nn.MultiheadAttention)")
     if query.dim() != 3:
         raise ShapeError(f"MultiheadAttention: batched weights need a batched 3-d query (got {tuple(query.shape)})")
 
@@ -68,8 +72,6 @@ def multihead_attention(
     v = _proj(value, wv, bv, groups).reshape(rows, ls, heads, hd).transpose(1, 2)
 
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd)  # (B, h, Lq, Ls)
-    if is_causal and attn_mask is None:
-        attn_mask = torch.ones(lq, ls, dtype=torch.bool, device=query.device).triu(1)
     if attn_mask is not None:
         if attn_mask.dim() == 3:
             attn_mask = attn_mask.reshape(rows, heads, lq, ls)

@@ -10,22 +10,29 @@ from ..errors import ShapeError
 
 
 def vmap_rule(mod, w, groups: int, batch_dim: int, *args, **kwargs):
-    """Runs ``mod`` once per group under ``vmap``; tensor inputs split along ``batch_dim``."""
+    """Runs ``mod`` once per group under ``vmap``.
+
+    Tensor inputs with as many rows along ``batch_dim`` as the first input are
+    split into the groups; other tensors (masks, tables) are shared by all groups.
+    """
+    first = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)), None)
+    if first is None or first.dim() <= batch_dim or first.shape[batch_dim] % groups:
+        raise ShapeError(
+            f"{type(mod).__name__}: input of shape {None if first is None else tuple(first.shape)} does not have "
+            f"a multiple of {groups} rows along dim {batch_dim}"
+        )
+    rows = first.shape[batch_dim]
+
+    def batched(a):
+        return isinstance(a, Tensor) and a.dim() > batch_dim and a.shape[batch_dim] == rows
 
     def split(a):
-        if not isinstance(a, Tensor):
-            return a
-        if a.dim() <= batch_dim or a.shape[batch_dim] % groups:
-            raise ShapeError(
-                f"{type(mod).__name__}: input of shape {tuple(a.shape)} does not have a multiple of "
-                f"{groups} rows along dim {batch_dim}"
-            )
-        return a.unflatten(batch_dim, (groups, -1)).movedim(batch_dim, 0)
+        return a.unflatten(batch_dim, (groups, -1)).movedim(batch_dim, 0) if batched(a) else a
 
     flat_args = tree_map(split, args)
     flat_kwargs = tree_map(split, kwargs)
-    arg_dims = tree_map(lambda a: 0 if isinstance(a, Tensor) else None, args)
-    kw_dims = tree_map(lambda a: 0 if isinstance(a, Tensor) else None, kwargs)
+    arg_dims = tree_map(lambda a: 0 if batched(a) else None, args)
+    kw_dims = tree_map(lambda a: 0 if batched(a) else None, kwargs)
 
     patched = mod.__dict__.pop("forward", None)
 

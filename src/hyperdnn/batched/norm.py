@@ -7,18 +7,24 @@ updated as in plain PyTorch); only the affine scale and shift differ per group.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ShapeError
 from ._util import get
 
 
-def batch_norm(mod: nn.modules.batchnorm._BatchNorm, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
-    """BatchNorm whose weight/bias are ``(G, C)``; statistics as in ``nn.BatchNorm``."""
-    if batch_dim != 0:
-        raise ShapeError(f"{type(mod).__name__}: batched weights need the batch in dim 0 (batch_dim={batch_dim})")
+def batch_norm(mod: nn.modules.batchnorm._BatchNorm, w, groups: int, batch_dim: int, x: Tensor,
+               per_group: bool = False) -> Tensor:
+    """BatchNorm whose weight/bias are ``(G, C)``; statistics as in ``nn.BatchNorm``.
+
+    With ``per_group`` (noise ensembles) each group's rows are normalised with
+    their own batch statistics in training mode, as ``G`` separate models would
+    be, and the running statistics move by the mean of the groups' updates.
+    """
     mod._check_input_dim(x)
+    if per_group and (mod.training or mod.running_mean is None):
+        return _per_group(mod, w, groups, x)
     # Same bookkeeping as _BatchNorm.forward, so running stats update identically.
     factor = 0.0 if mod.momentum is None else mod.momentum
     if mod.training and mod.track_running_stats and mod.num_batches_tracked is not None:
@@ -47,6 +53,34 @@ def batch_norm(mod: nn.modules.batchnorm._BatchNorm, w, groups: int, batch_dim: 
     if bias is not None:
         yg = yg + (bias.reshape(groups, 1, c, *trail) if b_b else bias.reshape(c, *trail))
     return yg.reshape(x.shape)
+
+
+def _per_group(mod, w, groups: int, x: Tensor) -> Tensor:
+    rows, c = x.shape[0], x.shape[1]
+    rest = x.shape[2:]
+    n = rows // groups
+    xg = x.reshape(groups, n, c, *rest).transpose(0, 1).reshape(n, groups * c, *rest)  # groups as channels
+    factor = 0.0 if mod.momentum is None else mod.momentum
+    track = mod.training and mod.track_running_stats and mod.running_mean is not None
+    if track and mod.num_batches_tracked is not None:
+        mod.num_batches_tracked.add_(1)
+        factor = 1.0 / float(mod.num_batches_tracked) if mod.momentum is None else mod.momentum
+    rm = mod.running_mean.repeat(groups) if track else None
+    rv = mod.running_var.repeat(groups) if track else None
+    y = F.batch_norm(xg, rm, rv, None, None, True, factor, mod.eps)
+    if track:
+        with torch.no_grad():
+            mod.running_mean.copy_(rm.view(groups, c).mean(0))
+            mod.running_var.copy_(rv.view(groups, c).mean(0))
+    y = y.reshape(n, groups, c, *rest).transpose(0, 1)  # (G, n, C, *S)
+    weight, w_b = get(mod, w, "weight")
+    bias, b_b = get(mod, w, "bias")
+    trail = [1] * len(rest)
+    if weight is not None:
+        y = y * (weight.reshape(groups, 1, c, *trail) if w_b else weight.reshape(c, *trail))
+    if bias is not None:
+        y = y + (bias.reshape(groups, 1, c, *trail) if b_b else bias.reshape(c, *trail))
+    return y.reshape(x.shape)
 
 
 def layer_norm(mod: nn.LayerNorm, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:

@@ -45,7 +45,10 @@ def _run_direction(mode: str, x: Tensor, h: Tensor, c: Tensor | None, ws, revers
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
         hproj = torch.matmul(h, w_hh_t) + b_hh  # (G, n, gates*H)
-        if mode == "LSTM":
+        if mode in ("RNN_TANH", "RNN_RELU"):
+            pre = xproj[:, t] + hproj
+            h = torch.tanh(pre) if mode == "RNN_TANH" else torch.relu(pre)
+        elif mode == "LSTM":
             i, f, g, o = (xproj[:, t] + hproj).chunk(4, dim=-1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -65,8 +68,8 @@ def recurrent(mod: nn.RNNBase, w, groups: int, batch_dim: int, x, hx=None):
     name = type(mod).__name__
     if isinstance(x, PackedSequence):
         raise ConfigError(f"{name}: batched weights do not support PackedSequence inputs; pad the batch instead")
-    if mod.mode not in ("LSTM", "GRU"):
-        raise ConfigError(f"{name}: batched weights support LSTM and GRU (got mode {mod.mode})")
+    if mod.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
+        raise ConfigError(f"{name}: batched weights support RNN, LSTM and GRU (got mode {mod.mode})")
     if getattr(mod, "proj_size", 0):
         raise ConfigError(f"{name}: batched weights do not support proj_size > 0 (got {mod.proj_size})")
     if x.dim() != 3:

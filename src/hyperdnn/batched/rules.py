@@ -1,8 +1,10 @@
-"""Which batched rule runs which module type.
+"""Which batched rule runs which module type, and where each looks for the batch.
 
 ``RULES`` covers modules that hold generated tensors directly; ``SUBTREE_RULES``
 covers modules whose rule also handles their children's tensors
 (``nn.MultiheadAttention`` reads ``out_proj.weight`` itself).
+``BATCH_POSITION`` gives the dimension of a module's first input that holds the
+batch, when it is not the HyperDNN's ``batch_dim``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,25 @@ RULES = {
     nn.BatchNorm3d: batch_norm,
     nn.LayerNorm: layer_norm,
     nn.Embedding: embedding,
+    nn.RNN: recurrent,
     nn.LSTM: recurrent,
     nn.GRU: recurrent,
 }
 
 SUBTREE_RULES = {nn.MultiheadAttention: multihead_attention}
+
+
+def _first(mod, batch_dim):
+    return 0
+
+
+def _batch_first(mod, batch_dim):
+    return 0 if mod.batch_first else 1
+
+
+BATCH_POSITION = {
+    nn.Conv1d: _first, nn.Conv2d: _first, nn.Conv3d: _first,
+    nn.BatchNorm1d: _first, nn.BatchNorm2d: _first, nn.BatchNorm3d: _first,
+    nn.RNN: _batch_first, nn.LSTM: _batch_first, nn.GRU: _batch_first,
+    nn.MultiheadAttention: _batch_first,
+}
