@@ -49,6 +49,7 @@ __all__ = [
     "predictive_entropy",
     "store_targets",
     "task_embedding_table",
+    "xavier_init_",
 ]
 
 
@@ -160,6 +161,30 @@ def adam_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
         denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
         out[name] = -(lr / (1 - b1**step)) * m / denom
     return out
+
+
+@torch.no_grad()
+def xavier_init_(model: nn.Module) -> None:
+    """Re-initialise the hypernetwork's body and heads as the released code does:
+    Xavier-uniform weight matrices, zero biases (``mnist/train_utils.py``,
+    ``generate_classifier``, of chrhenning/hypercl).
+
+    Task and chunk embeddings keep their N(0, 1) draws (``std_normal_temb`` and
+    ``std_normal_emb`` default to 1 there). This replaces the core's default, which
+    scales the head so that the generated weights start at the target's own init
+    statistics and keeps PyTorch's default init (random biases) in the body.
+
+    Args:
+        model: a HyperDNN; every ``nn.Linear`` in ``model.hypernetwork.outputs`` is reset.
+    """
+    outputs = getattr(getattr(model, "hypernetwork", None), "outputs", None)
+    if outputs is None:
+        raise ConfigError(f"xavier_init_: the model must be a HyperDNN (got {type(model).__name__})")
+    for m in outputs.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def choose_regularized_tasks(num_previous: int, subset: int | None, generator: torch.Generator | None = None) -> Tensor:

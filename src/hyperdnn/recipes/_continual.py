@@ -49,6 +49,10 @@ class ContinualSpec:
         lookahead: evaluate the regularizer at phi + Delta phi (the step Adam would take on
             the task loss alone), as in the paper's eq. 2 and released configurations.
         baseline: also train the plain target in sequence without regularizer.
+        multi_head: the target has one output head per task (``sum(num_outputs)`` outputs,
+            all made by the hypernetwork) and task ``k`` reads its own slice of them, as
+            the released code's split-MNIST main net for CL1/CL3 (``n_out = out_dim *
+            num_tasks``); False: all tasks share the outputs.
         cl3: evaluate CL3 (classification only).
         paper: published numbers for the summary table, e.g. ``{"cl1": 99.79, "cl3": 69.48}``.
         plot: optional ``plot(ctx, model, baseline, tasks)`` for recipe-specific figures.
@@ -64,9 +68,18 @@ class ContinualSpec:
     reg_tasks: int | None = None
     lookahead: bool = True
     baseline: bool = True
+    multi_head: bool = False
     cl3: bool = True
     paper: dict[str, float] | None = None
     plot: Callable[..., None] | None = None
+
+
+def _head(spec: ContinualSpec, tasks: list[Task], k: int) -> slice:
+    """The outputs task ``k`` reads: its own head with ``multi_head``, else all of them."""
+    if not spec.multi_head:
+        return slice(None)
+    start = sum(t.num_outputs for t in tasks[:k])
+    return slice(start, start + tasks[k].num_outputs)
 
 
 def _loss(task: Task, out: Tensor, y: Tensor) -> Tensor:
@@ -90,8 +103,9 @@ def _metric(task: Task, forward: Callable[[Tensor], Tensor], chunk: int = 10000)
 
 
 @torch.no_grad()
-def _cl3(model: nn.Module, tasks: list[Task], chunk: int = 5000) -> tuple[list[float], list[float]]:
-    """Per task: CL3 accuracy (%) and task-inference accuracy (%), candidates = all tasks."""
+def _cl3(model: nn.Module, tasks: list[Task], heads: list[slice], chunk: int = 5000) -> tuple[list[float], list[float]]:
+    """Per task: CL3 accuracy (%) and task-inference accuracy (%), candidates = all tasks
+    (candidate ``j`` is judged by the entropy of its own head, ``heads[j]``)."""
     thetas = [model.weights(task=j) for j in range(len(tasks))]  # type: ignore[operator]
     offsets = [t.label_offset for t in tasks]
     accs, infs = [], []
@@ -99,7 +113,7 @@ def _cl3(model: nn.Module, tasks: list[Task], chunk: int = 5000) -> tuple[list[f
         correct = inferred = 0
         for i in range(0, task.test_x.shape[0], chunk):
             x, y = task.inputs(task.test_x[i : i + chunk]), task.test_y[i : i + chunk]
-            logits = torch.stack([model.run_target(x, th) for th in thetas])  # (J, N, C)
+            logits = torch.stack([model.run_target(x, th)[:, heads[j]] for j, th in enumerate(thetas)])  # (J, N, C)
             pred, which = cl3_predict(logits, offsets)
             correct += (pred == y + task.label_offset).sum().item()
             inferred += (which == k).sum().item()
@@ -114,6 +128,7 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
     tasks = tasks_to(spec.tasks, ctx.device)
     T = len(tasks)
     regression = tasks[0].regression
+    heads = [_head(spec, tasks, k) for k in range(T)]
     model = spec.make_model(spec.make_target()).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     base = spec.make_target().to(ctx.device)
@@ -139,7 +154,7 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
             while state["step"] < spec.steps:
                 x, y = sample_batch(task, spec.batch_size, data_rng)
                 if phase == "hnet":
-                    loss_task = _loss(task, model(x, task=t), y)
+                    loss_task = _loss(task, model(x, task=t)[:, heads[t]], y)
                     opt.zero_grad(set_to_none=True)
                     loss_task.backward()
                     reg = 0.0
@@ -151,7 +166,7 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
                         reg = reg_t.item()
                     freeze_other_task_embeddings(model, t)
                 else:
-                    loss_task = _loss(task, base(x), y)
+                    loss_task = _loss(task, base(x)[:, heads[t]], y)
                     loss, reg = loss_task, 0.0
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -161,19 +176,19 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
             state["seconds"][phase] += time.perf_counter() - started
             net.eval()
             if phase == "hnet":
-                row = [_metric(tasks[k], lambda x, k=k: model(x, task=k)) for k in range(t + 1)]
+                row = [_metric(tasks[k], lambda x, k=k: model(x, task=k)[:, heads[k]]) for k in range(t + 1)]
             else:
-                row = [_metric(tasks[k], base) for k in range(t + 1)]
+                row = [_metric(tasks[k], lambda x, k=k: base(x)[:, heads[k]]) for k in range(t + 1)]
             state["matrix"][phase].append(row)
             ctx.log(kind="eval", phase=phase, after_task=t + 1, metric=row)
             state["task"], state["step"] = t + 1, 0
             ctx.checkpoint()
         state["phase"], state["task"] = pi + 1, 0
 
-    return _report(ctx, spec, model, base, tasks, state, regression)
+    return _report(ctx, spec, model, base, tasks, state, regression, heads)
 
 
-def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Module, tasks: list[Task], state: dict, regression: bool) -> dict[str, Any]:
+def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Module, tasks: list[Task], state: dict, regression: bool, heads: list[slice]) -> dict[str, Any]:
     T = len(tasks)
     name = "test MSE" if regression else "test accuracy (%)"
     summary = model.summary()  # type: ignore[operator]
@@ -191,7 +206,7 @@ def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Mod
     cl3_row: list[Any] = []
     if spec.cl3 and not regression:
         model.eval()
-        accs, infs = _cl3(model, tasks)
+        accs, infs = _cl3(model, tasks, heads)
         results["hnet"]["cl3"] = {"per_task": accs, "average": sum(accs) / T, "task_inference_per_task": infs, "task_inference_average": sum(infs) / T}
         ctx.table("hypernetwork, CL3 (task inferred by lowest predictive entropy)", ["task", "CL3 accuracy (%)", "task inferred correctly (%)"], [[f"{k + 1}: {tasks[k].name}", a, i] for k, (a, i) in enumerate(zip(accs, infs))])
         cl3_row = [sum(accs) / T]
