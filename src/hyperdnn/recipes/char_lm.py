@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from hyperdnn.data.mnist import data_root
 from hyperdnn.data.text import CharCorpus, batchify, bptt_batch, load_char_corpus, num_bptt_batches
-from hyperdnn.errors import ConfigError, DataError
+from hyperdnn.errors import ConfigError, DataError, HDTypeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
 from hyperdnn.recipes import recipe
+from hyperdnn.recipes.seq_mnist import _check_config  # the same field checks
 from hyperdnn.runs import RunContext
 
 PAPER_PTB_BPC = {"lstm": 1.312, "ln-lstm": 1.267, "hyper-lstm": 1.265, "ln-hyper-lstm": 1.250}
@@ -53,6 +54,16 @@ class Config:
     clip: float = 1.0
     eval_every: int = field(default=500, metadata={"help": "validation BPC every this many steps (0: only at the end)"})
     eval_batch: int = 64
+
+    def __post_init__(self) -> None:
+        self.models = tuple(self.models)
+        positive = ("hidden", "hyper_size", "embedding_size", "embed_dim", "seq_len", "batch_size",
+                    "steps", "lr", "clip", "eval_batch")
+        _check_config("char-lm", self, positive, MODELS)
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"char-lm: eval_every must be an int >= 0 (got {self.eval_every!r})")
+        if not isinstance(self.corpus, str):
+            raise HDTypeError(f"char-lm: corpus must be a path string (got {type(self.corpus).__name__})")
 
 
 class CharModel(nn.Module):
@@ -120,9 +131,6 @@ def _lr(cfg: Config, step: int) -> float:
 )
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
-    for m in cfg.models:
-        if m not in MODELS:
-            raise ConfigError(f"char-lm: unknown model {m!r} in --models (expected some of {', '.join(MODELS)})")
     corpus: CharCorpus = load_char_corpus(_corpus_path(cfg, ctx))
     dev = ctx.device
     train = batchify(corpus.train, cfg.batch_size).to(dev)  # (L, B)
