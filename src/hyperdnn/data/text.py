@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,18 @@ def _read_text(path: Path) -> str:
         raise DataError(f"load_char_corpus: no such file {str(path)!r} (give the path of a plain or gzip text file)")
     try:
         raw = path.read_bytes()
-        if raw[:2] == _GZIP_MAGIC:
+    except OSError as e:
+        raise DataError(f"load_char_corpus: cannot read {str(path)!r}: {e}") from e
+    if raw[:2] == _GZIP_MAGIC:
+        try:
             raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a damaged stream is zlib.error
+            raise DataError(
+                f"load_char_corpus: {str(path)!r} starts like gzip but cannot be decompressed "
+                f"(truncated or corrupted?): {e}"
+            ) from e
+    try:
         return raw.decode("utf-8")
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"load_char_corpus: cannot read {str(path)!r} as gzip: {e}") from e
     except UnicodeDecodeError as e:
         raise DataError(f"load_char_corpus: {str(path)!r} is not UTF-8 text: {e}") from e
 
@@ -96,11 +104,16 @@ def load_char_corpus(
         CharCorpus with int64 index streams.
 
     Raises:
-        DataError: the file is missing, unreadable, not UTF-8, empty, or too short
-            for every split to hold at least two characters.
+        DataError: the file is missing, unreadable, a damaged gzip, not UTF-8, empty,
+            or too short for every split to hold at least two characters.
         ConfigError: bad split fractions.
+        HDTypeError: split is not a tuple/list of numbers.
     """
-    if len(split) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in split) or not math.isclose(sum(split), 1.0):
+    if not isinstance(split, (tuple, list)) or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in split):
+        raise HDTypeError(
+            f"load_char_corpus: split must be a tuple of three numbers (got {type(split).__name__} {split!r})"
+        )
+    if len(split) != 3 or any(f <= 0 for f in split) or not math.isclose(sum(split), 1.0):
         raise ConfigError(f"load_char_corpus: split must be three fractions > 0 summing to 1 (got {split!r})")
     p = Path(path).expanduser()
     text = _read_text(p)
@@ -158,6 +171,8 @@ def bptt_batch(stream: Tensor, index: int, seq_len: int) -> tuple[Tensor, Tensor
         ``y[t] = x[t+1]`` within the column's text.
     """
     n = num_bptt_batches(stream, seq_len)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise HDTypeError(f"bptt_batch: index must be an int (got {type(index).__name__})")
     if not 0 <= index < n:
         raise ConfigError(f"bptt_batch: index must be in [0, {n}) (got {index})")
     start = index * seq_len
