@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hyperdnn.errors import ConfigError
+from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.layers.hyper_conv import conv_kernels, hyper_conv
 
 
@@ -102,7 +102,12 @@ def test_shared_generator_across_layers_with_the_same_tile():
 def test_errors():
     with pytest.raises(ConfigError, match="no Conv"):
         hyper_conv(nn.Sequential(nn.Linear(3, 3)))
-    with pytest.raises(ConfigError, match="tile"):
+    with pytest.raises(ConfigError, match="hyper_conv: tile"):
         hyper_conv(_net(), tile=(0, 16))
+    for bad in (16, (16,), (16, 16, 1), (16.0, 16), (True, 16), "16x16"):
+        with pytest.raises(HDTypeError, match="hyper_conv: tile must be a pair of ints"):
+            hyper_conv(_net(), tile=bad)
+    with pytest.raises(HDTypeError, match="hyper_conv: target"):
+        hyper_conv("not a module")
     with pytest.raises(ConfigError):
         hyper_conv(_net(), generate="nope.weight")

@@ -153,8 +153,7 @@ def test_layer_norm_hyper_lstm_with_scaling_one_equals_layer_norm_lstm():
     with torch.no_grad():
         for k, cell in enumerate(m.cells):
             _fix_scaling_to_one(cell)
-            cell.bias_ih.zero_()
-            for name in ("weight_ih", "weight_hh", "ln_weight", "ln_bias", "ln_cell_weight", "ln_cell_bias"):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "ln_weight", "ln_bias", "ln_cell_weight", "ln_cell_bias"):
                 getattr(ref, name)[k].normal_()
                 getattr(cell, name).copy_(getattr(ref, name)[k])
     x = torch.randn(3, 6, I)
@@ -164,6 +163,52 @@ def test_layer_norm_hyper_lstm_with_scaling_one_equals_layer_norm_lstm():
     torch.testing.assert_close(c[..., :H], c_r)
     g = torch.autograd.grad(out.square().sum(), m.cells[1].weight_hh)[0]
     torch.testing.assert_close(g, torch.autograd.grad(out_r.square().sum(), ref.weight_hh[1])[0])
+    # without the bias inside the norm on both sides, still the same function
+    ref_nb = LayerNormLSTM(I, H, bias=False)
+    m_nb = HyperLSTM(I, H, bias=False, hyper_size=NH, embedding_size=NZ, layer_norm=True)
+    assert ref_nb.bias_ih is None and m_nb.cells[0].bias_ih is None
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "ln_weight", "ln_bias", "ln_cell_weight", "ln_cell_bias"):
+            getattr(ref_nb, name)[0].normal_()
+            getattr(m_nb.cells[0], name).copy_(getattr(ref_nb, name)[0])
+    x = torch.randn(4, 2, I)
+    torch.testing.assert_close(m_nb(x)[0], ref_nb(x)[0])  # scalings start at exactly 1
+
+
+def test_layer_norm_lstm_interface_unbatched_state_and_errors():
+    torch.manual_seed(10)
+    m = LayerNormLSTM(I, H, num_layers=2)
+    with torch.no_grad():
+        for b in m.bias_ih:
+            b.normal_()
+    x = torch.randn(5, 3, I)
+    h0, c0 = torch.randn(2, 3, H), torch.randn(2, 3, H)
+    out, (h, c) = m(x, (h0, c0))
+    assert out.shape == (5, 3, H) and h.shape == c.shape == (2, 3, H)
+    out_u, (h_u, c_u) = m(x[:, 1], (h0[:, 1], c0[:, 1]))  # unbatched (T, I), state (L, H)
+    assert out_u.shape == (5, H) and h_u.shape == (2, H)
+    torch.testing.assert_close(out_u, out[:, 1])
+    torch.testing.assert_close(c_u, c[:, 1])
+    out1, st = m(x[:2], (h0, c0))  # continuation
+    torch.testing.assert_close(torch.cat([out1, m(x[2:], st)[0]]), out)
+    with pytest.raises(ShapeError, match="at least one step"):
+        m(torch.randn(0, 3, I))
+    with pytest.raises(HDTypeError, match="Tensor"):
+        m(x.tolist())
+    with pytest.raises(HDTypeError, match="PackedSequence"):
+        m(pack_sequence([torch.randn(3, I), torch.randn(2, I)]))
+    with pytest.raises(ShapeError, match="input_size=5"):
+        m(torch.randn(5, 3, I + 1))
+    with pytest.raises(ShapeError, match="state h0"):
+        m(x, (torch.zeros(2, 4, H), c0))
+    with pytest.raises(ShapeError, match=r"state c0 must be \(2, 7\)"):
+        m(x[:, 0], (h0[:, 0], c0))
+    with pytest.raises(HDTypeError, match="tuple"):
+        m(x, h0)
+    with pytest.raises(HDTypeError, match="dropout"):
+        LayerNormLSTM(I, H, num_layers=2, dropout="0.1")
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        LayerNormLSTM(I, H, dropout=0.3)
 
 
 def test_no_bias_matches_reference_without_bias_terms():
@@ -249,6 +294,34 @@ def test_dropout_between_layers_only_in_training():
     torch.testing.assert_close(m(x)[0], m(x)[0])
     m.train()
     assert not torch.allclose(m(x)[0], m(x)[0])
+    # never on the last layer's output: one layer in training mode is deterministic (nn.LSTM warns too)
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        one = HyperLSTM(I, H, num_layers=1, dropout=0.5, hyper_size=NH, embedding_size=NZ)
+    one.train()
+    out_a, (h_a, c_a) = one(x)
+    out_b, (h_b, c_b) = one(x)
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(h_a, h_b)
+    torch.testing.assert_close(c_a, c_b)
+
+
+def test_from_lstm_copies_weights_and_refuses_what_it_cannot_copy():
+    torch.manual_seed(11)
+    ref = nn.LSTM(I, H, num_layers=2, dropout=0.25, batch_first=True)
+    m = HyperLSTM.from_lstm(ref, hyper_size=NH, embedding_size=NZ)
+    assert (m.num_layers, m.dropout, m.batch_first, m.bias) == (2, 0.25, True, True)
+    x = torch.randn(3, 6, I)
+    ref.eval(), m.eval()
+    out, (h, _) = m(x)
+    out_r, (h_r, _) = ref(x)
+    torch.testing.assert_close(out, out_r)  # scalings start at 1: the same function, untrained
+    torch.testing.assert_close(h[..., :H], h_r)
+    nb = nn.LSTM(I, H, bias=False)
+    torch.testing.assert_close(HyperLSTM.from_lstm(nb, hyper_size=NH)(x[0])[0], nb(x[0])[0])
+    with pytest.raises(HDTypeError, match="from_lstm"):
+        HyperLSTM.from_lstm(nn.GRU(I, H))
+    with pytest.raises(ConfigError, match="bidirectional"):
+        HyperLSTM.from_lstm(nn.LSTM(I, H, bidirectional=True))
 
 
 def test_learns_a_small_task():
@@ -297,5 +370,9 @@ def test_bad_inputs_raise_project_errors():
         HyperLSTM(I, H, num_layers=0)
     with pytest.raises(ConfigError, match="dropout"):
         HyperLSTM(I, H, dropout=1.5)
+    with pytest.raises(HDTypeError, match="HyperLSTM: dropout"):
+        HyperLSTM(I, H, num_layers=2, dropout="0.5")
+    with pytest.raises(HDTypeError, match="dropout"):
+        HyperLSTM(I, H, num_layers=2, dropout=True)
     with pytest.raises(HDTypeError, match="hyper_size"):
         HyperLSTM(I, H, hyper_size=2.5)

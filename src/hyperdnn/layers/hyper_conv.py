@@ -75,6 +75,14 @@ def hyper_conv(
     """
     if not isinstance(target, nn.Module):
         raise HDTypeError(f"hyper_conv: target must be an nn.Module (got {type(target).__name__})")
+    if (
+        not isinstance(tile, (tuple, list))
+        or len(tile) != 2
+        or any(isinstance(t, bool) or not isinstance(t, int) for t in tile)
+    ):
+        raise HDTypeError(f"hyper_conv: tile must be a pair of ints (t_out, t_in), e.g. (16, 16) (got {tile!r})")
+    if min(tile) <= 0:
+        raise ConfigError(f"hyper_conv: tile sizes must be > 0 (got {tuple(tile)})")
     if generate is None:
         generate = conv_kernels(target)
         if not generate:
