@@ -40,18 +40,111 @@ continues from ``state`` alone. Every config field becomes a ``hyperdnn run
 RECIPE --field-name VALUE`` option (int, float, str, bool, tuples as
 ``1,2,3``); ``--seed``, ``--threads``, ``--device``, ``--data-dir``,
 ``--out-dir`` live on the context, not in the config.
+
+A config checks its values in ``__post_init__`` with the small helpers below,
+so that a bad option fails before the run directory is made, with a message
+naming the recipe, the field, the value and what was expected::
+
+    def __post_init__(self) -> None:
+        positive("my-recipe", "steps", self.steps)
+        positive("my-recipe", "lr", self.lr, float)
+        positive_ints("my-recipe", "hidden", self.hidden)
+        one_of("my-recipe", "activation", self.activation, ("relu", "elu"))
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, is_dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from hyperdnn.errors import ConfigError
+from hyperdnn.errors import ConfigError, HDTypeError
 
-__all__ = ["Recipe", "all_recipes", "broken_recipe_modules", "get_recipe", "recipe", "register"]
+__all__ = [
+    "Recipe",
+    "all_recipes",
+    "boolean",
+    "broken_recipe_modules",
+    "get_recipe",
+    "in_range",
+    "non_negative",
+    "one_of",
+    "positive",
+    "positive_ints",
+    "recipe",
+    "register",
+]
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def _number(part: str, name: str, value: Any, kind: type) -> None:
+    """HDTypeError unless ``value`` is an int (kind=int) or a finite int/float (kind=float); bool is not a number."""
+    ok = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok):
+        want = "an int" if kind is int else "a number"
+        raise HDTypeError(f"{part}: {name} must be {want} (got {type(value).__name__} {value!r})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{part}: {name} must be a finite number (got {value})")
+
+
+def positive(part: str, name: str, value: Any, kind: type = int) -> None:
+    """Raise unless ``value`` is > 0.
+
+    Args:
+        part: the recipe's name, e.g. ``"toy-regression"`` (starts the message).
+        name: the config field, e.g. ``"steps"``.
+        value: the value to check.
+        kind: ``int`` (default) or ``float`` (any finite int or float).
+
+    Raises:
+        ConfigError: ``toy-regression: steps must be > 0 (got -5)``.
+        HDTypeError: not an int / a number (bool counts as neither).
+    """
+    _number(part, name, value, kind)
+    if not value > 0:
+        raise ConfigError(f"{part}: {name} must be > 0 (got {value})")
+
+
+def non_negative(part: str, name: str, value: Any, kind: type = int) -> None:
+    """Raise unless ``value`` is >= 0 (arguments as :func:`positive`)."""
+    _number(part, name, value, kind)
+    if not value >= 0:
+        raise ConfigError(f"{part}: {name} must be >= 0 (got {value})")
+
+
+def in_range(part: str, name: str, value: Any, low: float, high: float, kind: type = int) -> None:
+    """Raise unless ``low <= value <= high`` (arguments as :func:`positive`)."""
+    _number(part, name, value, kind)
+    if not low <= value <= high:
+        raise ConfigError(f"{part}: {name} must be in [{low}, {high}] (got {value})")
+
+
+def positive_ints(part: str, name: str, values: Any, allow_empty: bool = True) -> None:
+    """Raise unless ``values`` is a tuple of ints > 0 (layer widths); empty only with ``allow_empty``."""
+    if not isinstance(values, tuple):
+        raise HDTypeError(f"{part}: {name} must be a tuple of ints (got {type(values).__name__} {values!r})")
+    if not values and not allow_empty:
+        raise ConfigError(f"{part}: {name} must hold at least one width (got ())")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{part}: {name} must be ints > 0 (got {values!r})")
+
+
+def boolean(part: str, name: str, value: Any) -> None:
+    """Raise HDTypeError unless ``value`` is True or False (1 and 0 are not flags)."""
+    if not isinstance(value, bool):
+        raise HDTypeError(f"{part}: {name} must be True or False (got {type(value).__name__} {value!r})")
+
+
+def one_of(part: str, name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices`` (the message lists them)."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{part}: {name} must be one of {', '.join(map(repr, choices))} (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -69,6 +162,9 @@ class Recipe:
     summary: str
     config: type
     run: Callable[[Any], dict]
+
+
+# ----------------------------------------------------------------------------- the registry
 
 
 _REGISTRY: dict[str, Recipe] = {}

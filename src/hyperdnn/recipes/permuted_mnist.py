@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hyperdnn.bodies import MLP
+from hyperdnn.bodies import ACTIVATIONS, MLP
 from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import permuted_mnist
 from hyperdnn.data.mnist import load_mnist
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.outputs import ChunkWise
-from hyperdnn.recipes import recipe
+from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
 from hyperdnn.recipes._continual import ContinualSpec, run_continual
 from hyperdnn.recipes.toy_regression import make_mlp
 from hyperdnn.runs import RunContext
@@ -44,6 +44,24 @@ class Config:
     cl3: bool = field(default=True, metadata={"help": "evaluate CL3 (task inferred by entropy) at the end"})
     lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
+
+    def __post_init__(self) -> None:
+        # lists (from JSON or by hand) count as tuples; anything else fails in positive_ints
+        self.target_hidden, self.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (self.target_hidden, self.hnet_hidden))
+        part = "permuted-mnist"
+        for name in ("steps", "tasks", "batch_size", "emb_dim", "chunk_size", "chunk_dim"):
+            positive(part, name, getattr(self, name))
+        if self.reg_tasks is not None:
+            positive(part, "reg_tasks", self.reg_tasks)
+        positive(part, "lr", self.lr, float)
+        non_negative(part, "beta", self.beta, float)
+        non_negative(part, "padding", self.padding)
+        positive_ints(part, "target_hidden", self.target_hidden)
+        positive_ints(part, "hnet_hidden", self.hnet_hidden)
+        one_of(part, "hnet_activation", self.hnet_activation, ACTIVATIONS)
+        in_range(part, "data_seed", self.data_seed, 0, 2**32 - 1)  # numpy's RandomState range
+        for name in ("cl3", "lookahead", "baseline"):
+            boolean(part, name, getattr(self, name))
 
 
 @recipe("permuted-mnist", "10 permuted-MNIST tasks in sequence, chunked hypernetwork smaller than its target (von Oswald et al. 2020)", Config)

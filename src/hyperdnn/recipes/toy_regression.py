@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hyperdnn.bodies import MLP
+from hyperdnn.bodies import ACTIVATIONS, MLP
 from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import Task, toy_regression
+from hyperdnn.errors import ConfigError
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.outputs import GenerateOnce
-from hyperdnn.recipes import recipe
+from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
 from hyperdnn.recipes._continual import ContinualSpec, run_continual
 from hyperdnn.runs import RunContext
 
 PAPER_MSE = (0.0042, 0.0024, 0.0061)
+
+# the target's nonlinearities (make_mlp); the hypernetwork's are hyperdnn.bodies.ACTIVATIONS
+TARGET_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
 
 
 @dataclass
@@ -46,15 +50,41 @@ class Config:
     lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
+    def __post_init__(self) -> None:
+        # lists (from JSON or by hand) count as tuples; anything else fails in positive_ints
+        self.target_hidden, self.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (self.target_hidden, self.hnet_hidden))
+        part = "toy-regression"
+        for name in ("steps", "batch_size", "emb_dim", "num_train", "num_test"):
+            positive(part, name, getattr(self, name))
+        positive(part, "lr", self.lr, float)
+        non_negative(part, "beta", self.beta, float)
+        non_negative(part, "noise_std", self.noise_std, float)
+        positive_ints(part, "target_hidden", self.target_hidden)
+        positive_ints(part, "hnet_hidden", self.hnet_hidden)
+        one_of(part, "target_activation", self.target_activation, TARGET_ACTIVATIONS)
+        one_of(part, "hnet_activation", self.hnet_activation, ACTIVATIONS)
+        in_range(part, "data_seed", self.data_seed, 0, 2**32 - 1)  # numpy's RandomState range
+        for name in ("lookahead", "baseline"):
+            boolean(part, name, getattr(self, name))
+
 
 def make_mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """An MLP with ``activation`` between layers and a linear last layer."""
-    acts = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+    """An MLP with ``activation`` between layers and a linear last layer.
+
+    Args:
+        sizes: layer widths, input first, e.g. ``[1, 10, 10, 1]``.
+        activation: one of ``TARGET_ACTIVATIONS`` (sigmoid, relu, elu, tanh).
+
+    Raises:
+        ConfigError: unknown activation.
+    """
+    if activation not in TARGET_ACTIVATIONS:
+        raise ConfigError(f"make_mlp: activation must be one of {', '.join(map(repr, TARGET_ACTIVATIONS))} (got {activation!r})")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(acts[activation]())
+            layers.append(TARGET_ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
