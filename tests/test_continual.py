@@ -23,6 +23,7 @@ from hyperdnn.methods.continual import (
     output_regularizer,
     predictive_entropy,
     store_targets,
+    xavier_init_,
 )
 from hyperdnn.outputs import ChunkWise, GenerateOnce
 
@@ -168,3 +169,21 @@ def test_adam_lookahead_is_the_step_adam_takes() -> None:
     assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-7)
     with pytest.raises(ConfigError, match="Adam"):
         adam_lookahead(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_xavier_init_resets_body_and_head_only() -> None:
+    model = small_model(ChunkWise(chunk_size=5, chunk_dim=3))
+    emb = model.hypernetwork.inputs.table.weight.detach().clone()
+    chunks = model.hypernetwork.outputs.chunk_embeddings.detach().clone()
+    torch.manual_seed(1)
+    xavier_init_(model)
+    linears = [m for m in model.hypernetwork.outputs.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 2  # body layer 7 -> 5 and the head 5 -> 5
+    for m in linears:
+        bound = math.sqrt(6.0 / (m.in_features + m.out_features))  # Glorot & Bengio's uniform bound
+        assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.5 * bound
+        assert torch.equal(m.bias, torch.zeros_like(m.bias))
+    assert torch.equal(model.hypernetwork.inputs.table.weight, emb)
+    assert torch.equal(model.hypernetwork.outputs.chunk_embeddings, chunks)
+    with pytest.raises(ConfigError, match="xavier_init_"):
+        xavier_init_(nn.Linear(2, 2))

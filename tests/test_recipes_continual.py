@@ -30,6 +30,29 @@ def check_run_dir(run_dir: Path) -> None:
     json.loads((run_dir / "results.json").read_text())
 
 
+def test_sweeps_visit_every_sample_once_per_sweep_and_resume() -> None:
+    from hyperdnn.data.continual_tasks import Task
+    from hyperdnn.recipes._continual import Sweeps
+
+    x = torch.arange(10, dtype=torch.float32).unsqueeze(1)  # sample i has input i
+    task = Task(name="t", train_x=x, train_y=torch.arange(10), test_x=x, test_y=torch.arange(10), num_outputs=10)
+    sw = Sweeps(torch.Generator().manual_seed(0))
+    seen = torch.cat([sw.batch(task, 4)[1] for _ in range(5)])  # 20 samples = 2 sweeps
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    assert not torch.equal(seen[:10], seen[10:])  # reshuffled after a sweep
+    x_b, y_b = sw.batch(task, 3)
+    assert torch.equal(x_b.squeeze(1).long(), y_b)  # inputs and labels stay paired
+    # resume: the same next batches from the saved state (order, position and RNG)
+    state, rng = sw.state_dict(), sw.generator.get_state()
+    expect = [sw.batch(task, 7)[1] for _ in range(3)]
+    sw2 = Sweeps(torch.Generator())
+    sw2.load_state_dict(state)
+    sw2.generator.set_state(rng)
+    assert all(torch.equal(a, sw2.batch(task, 7)[1]) for a in expect)
+    sw2.reset()
+    assert sorted(torch.cat([sw2.batch(task, 5)[1] for _ in range(2)]).tolist()) == list(range(10))  # a new task starts a full sweep
+
+
 def test_toy_regression_short_regularizer_beats_baseline(tmp_path: Path) -> None:
     run_dir, res = run("toy-regression", tmp_path, steps=300)
     check_run_dir(run_dir)
@@ -61,6 +84,32 @@ def test_split_mnist_short(tmp_path: Path) -> None:
     cl3 = res["hnet"]["cl3"]
     assert len(cl3["per_task"]) == 3 and 0 <= cl3["average"] <= 100
     assert 0.9 < res["compression_ratio"] < 1.0
+
+
+@needs_mnist
+def test_split_mnist_multi_head_reads_each_task_head(tmp_path: Path) -> None:
+    from hyperdnn.checkpoint import load
+    from hyperdnn.data.continual_tasks import split_mnist
+    from hyperdnn.data.mnist import load_mnist
+    from hyperdnn.recipes.toy_regression import make_mlp
+
+    run_dir, res = run("split-mnist", tmp_path, steps=10, tasks=2, baseline=False)
+    # the released main net: one 2-unit head per task, all generated
+    assert res["summary"]["generated"] == 784 * 400 + 400 + 400 * 400 + 400 + 400 * 4 + 4
+    model = load(run_dir / "model", target=make_mlp([784, 400, 400, 4], "relu")).eval()
+    task = split_mnist(load_mnist(DATA), 2)[1]
+    with torch.no_grad():
+        out = model(task.inputs(task.test_x), task=1)
+    acc = 100.0 * (out[:, 2:4].argmax(-1) == task.test_y).float().mean().item()
+    assert abs(acc - res["hnet"]["final"][1]) < 1e-6  # task 2 is judged on outputs 2..3 only
+    with pytest.raises(Exception, match="hnet_init"):
+        run("split-mnist", tmp_path, steps=1, tasks=1, hnet_init="normal")
+
+
+@needs_mnist
+def test_split_mnist_shared_head_option(tmp_path: Path) -> None:
+    run_dir, res = run("split-mnist", tmp_path, steps=3, tasks=2, baseline=False, multi_head=False, hnet_init="target")
+    assert res["summary"]["generated"] == 784 * 400 + 400 + 400 * 400 + 400 + 400 * 2 + 2
 
 
 @needs_mnist

@@ -53,6 +53,9 @@ class ContinualSpec:
             all made by the hypernetwork) and task ``k`` reads its own slice of them, as
             the released code's split-MNIST main net for CL1/CL3 (``n_out = out_dim *
             num_tasks``); False: all tasks share the outputs.
+        sweeps: draw training batches as the released data handlers do, in shuffled sweeps
+            through the task's training set restarted at each task; False: independent
+            draws with replacement.
         cl3: evaluate CL3 (classification only).
         paper: published numbers for the summary table, e.g. ``{"cl1": 99.79, "cl3": 69.48}``.
         plot: optional ``plot(ctx, model, baseline, tasks)`` for recipe-specific figures.
@@ -69,9 +72,48 @@ class ContinualSpec:
     lookahead: bool = True
     baseline: bool = True
     multi_head: bool = False
+    sweeps: bool = False
     cl3: bool = True
     paper: dict[str, float] | None = None
     plot: Callable[..., None] | None = None
+
+
+class Sweeps:
+    """Training batches in shuffled sweeps through a task's training set, as the released
+    code's data handlers draw them (chrhenning/hypercl ``data/dataset.py``,
+    ``_get_random_batch``: a fresh shuffle after each complete sweep; restarted per task by
+    ``reset_batch_generator``). Resumable: ``state_dict`` holds the order and position.
+
+    Args:
+        generator: RNG for the shuffles.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+        self.order = torch.zeros(0, dtype=torch.long)
+        self.pos = 0
+
+    def reset(self) -> None:
+        """Start a new task: the next batch begins a fresh shuffle."""
+        self.order, self.pos = torch.zeros(0, dtype=torch.long), 0
+
+    def batch(self, task: Task, batch_size: int) -> tuple[Tensor, Tensor]:
+        """The next ``batch_size`` samples ``(x, y)``; a sweep's end continues into a new shuffle."""
+        parts, need = [], batch_size
+        while need > 0:
+            if self.pos >= self.order.numel():
+                self.order, self.pos = torch.randperm(task.num_train, generator=self.generator), 0
+            take = min(need, self.order.numel() - self.pos)
+            parts.append(self.order[self.pos : self.pos + take])
+            self.pos, need = self.pos + take, need - take
+        idx = torch.cat(parts).to(task.train_x.device)
+        return task.inputs(task.train_x[idx]), task.train_y[idx]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"order": self.order.clone(), "pos": torch.tensor(self.pos)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.order, self.pos = state["order"].clone().long(), int(state["pos"])
 
 
 def _head(spec: ContinualSpec, tasks: list[Task], k: int) -> slice:
@@ -134,10 +176,13 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
     base = spec.make_target().to(ctx.device)
     base_optimizer = torch.optim.Adam(base.parameters(), lr=spec.lr)
     data_rng = torch.Generator().manual_seed(ctx.seed)
+    sweeps = Sweeps(data_rng)
     reg_targets: dict[str, Tensor] = {"targets": store_targets(model, 0)}
-    ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, reg_targets=reg_targets)
+    ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, reg_targets=reg_targets, **({"sweeps": sweeps} if spec.sweeps else {}))
     phases = ["hnet"] + (["baseline"] if spec.baseline else [])
     state = ctx.restore({"phase": 0, "task": 0, "step": 0, "matrix": {p: [] for p in phases}, "seconds": {p: 0.0 for p in phases}})
+    # a checkpoint's tensors load on the CPU; the stored targets must follow the model (resume on CUDA)
+    reg_targets["targets"] = reg_targets["targets"].to(ctx.device)
     ctx.progress(total=T * spec.steps * len(phases))
 
     for pi in range(state["phase"], len(phases)):
@@ -146,13 +191,14 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
         for t in range(state["task"], T):
             task = tasks[t]
             if state["step"] == 0:
+                sweeps.reset()
                 opt.state.clear()  # a fresh Adam per task, as in the released code
                 if phase == "hnet":
                     reg_targets["targets"] = store_targets(model, t)
             net.train()
             started = time.perf_counter()
             while state["step"] < spec.steps:
-                x, y = sample_batch(task, spec.batch_size, data_rng)
+                x, y = sweeps.batch(task, spec.batch_size) if spec.sweeps else sample_batch(task, spec.batch_size, data_rng)
                 if phase == "hnet":
                     loss_task = _loss(task, model(x, task=t)[:, heads[t]], y)
                     opt.zero_grad(set_to_none=True)
