@@ -9,10 +9,14 @@ Where the files are looked for, first match wins:
 In the chosen directory the files may sit directly or in a ``mnist/``
 subdirectory, named ``train-images-idx3-ubyte[.gz]`` etc. Files that are
 missing are downloaded into ``<dir>/mnist/`` and checked against the md5 of the
-official uncompressed bytes; without a network the loader raises a
-:class:`~hyperdnn.errors.DataError` that names the files, the directories
-searched and how to provide them. Corrupt or truncated files raise a
-``DataError`` naming the file and what is wrong with it.
+official uncompressed bytes; without a network (or without write access to the
+directory) the loader raises a :class:`~hyperdnn.errors.DataError` that names
+the files, the directories searched and how to provide them. Corrupt or
+truncated files raise a ``DataError`` naming the file and what is wrong with
+it. A local file with the official item count (60,000 or 10,000) must also
+have the official md5 (the gzip CRC protects only what was compressed, and a
+plain IDX file has no check at all); files of other sizes (subsets, synthetic
+test data) are read without it.
 
 Reference: LeCun, Cortes and Burges, "The MNIST database of handwritten digits"
 (CC BY-SA 3.0).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -34,7 +39,7 @@ import torch
 
 from hyperdnn.errors import DataError
 
-__all__ = ["MNIST", "MNIST_FILES", "MNIST_MIRRORS", "data_root", "load_mnist", "read_idx"]
+__all__ = ["MNIST", "MNIST_COUNTS", "MNIST_FILES", "MNIST_MIRRORS", "data_root", "load_mnist", "read_idx"]
 
 # name -> md5 of the uncompressed bytes (the official files)
 MNIST_FILES: dict[str, str] = {
@@ -48,6 +53,14 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+
+# items in each official file: a file of this size is checked against its md5
+MNIST_COUNTS: dict[str, int] = {
+    "train-images-idx3-ubyte": 60000,
+    "train-labels-idx1-ubyte": 60000,
+    "t10k-images-idx3-ubyte": 10000,
+    "t10k-labels-idx1-ubyte": 10000,
+}
 
 _IDX_DTYPES = {0x08: np.uint8}  # MNIST uses only unsigned bytes
 
@@ -104,7 +117,10 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
         DataError: not gzip/IDX, wrong magic, wrong dimensions, truncated or too long.
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    return _parse_idx(_read_bytes(path), path, expected_ndim)
+
+
+def _parse_idx(raw: bytes, path: Path, expected_ndim: int | None) -> np.ndarray:
     if len(raw) < 4:
         raise DataError(f"MNIST: {path} is too short to be an IDX file ({len(raw)} bytes; expected a 4-byte magic number and a header)")
     zero, dtype_code, ndim = raw[0] | raw[1], raw[2], raw[3]
@@ -145,10 +161,11 @@ def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: floa
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 blob = resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            if not isinstance(e, urllib.error.HTTPError):
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            # HTTPException (IncompleteRead, RemoteDisconnected...) is not an OSError
+            if not isinstance(e, (urllib.error.HTTPError, http.client.IncompleteRead)):
                 dead.add(base)  # unreachable: do not wait on it again for the other files
-            errors.append(f"{url}: {e}")
+            errors.append(f"{url}: {type(e).__name__}: {e}")
             continue
         try:
             raw = gzip.decompress(blob)
@@ -159,13 +176,35 @@ def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: floa
         if digest != MNIST_FILES[name]:
             errors.append(f"{url}: md5 {digest} (expected {MNIST_FILES[name]})")
             continue
-        dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / (name + ".gz")
         tmp = dest.with_suffix(".gz.part")
-        tmp.write_bytes(blob)
-        os.replace(tmp, dest)
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(blob)
+            os.replace(tmp, dest)
+        except OSError as e:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise DataError(f"MNIST: cannot write to {dest_dir} ({type(e).__name__}: {e}); pass --data-dir to a writable directory (or one that already holds the four MNIST files)") from e
         return dest, errors
     return None, errors
+
+
+def _read_checked(name: str, path: Path) -> np.ndarray:
+    """read_idx, plus the md5 of the uncompressed bytes when the file has the official item count."""
+    raw = _read_bytes(path)
+    arr = _parse_idx(raw, path, 3 if "images" in name else 1)
+    if arr.shape[0] == MNIST_COUNTS[name]:
+        digest = hashlib.md5(raw).hexdigest()
+        if digest != MNIST_FILES[name]:
+            raise DataError(
+                f"MNIST: {path} has the official size of {name} ({arr.shape[0]} items) but md5 {digest} of its "
+                f"uncompressed bytes (expected {MNIST_FILES[name]}): damaged, or another data set under MNIST's "
+                f"names (e.g. Fashion-MNIST); delete it and provide the official file"
+            )
+    return arr
 
 
 _CACHE: dict[tuple, MNIST] = {}
@@ -194,6 +233,8 @@ def load_mnist(
         DataError: files missing and not downloadable, or corrupt / truncated / inconsistent.
     """
     root, source = data_root(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"MNIST: the data directory {root} (from {source}) is a file, not a directory; pass --data-dir DIR (or set HYPERDNN_DATA=DIR) to a directory")
     paths: dict[str, Path] = {}
     missing = [n for n in MNIST_FILES if _find(root, n) is None]
     failures: list[str] = []
@@ -219,7 +260,7 @@ def load_mnist(
     key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
     if key in _CACHE:
         return _CACHE[key]
-    arrays = {name: read_idx(p, 3 if "images" in name else 1) for name, p in paths.items()}
+    arrays = {name: _read_checked(name, p) for name, p in paths.items()}
     for split in ("train", "t10k"):
         imgs, labs = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
         if imgs.shape[0] != labs.shape[0]:
