@@ -179,3 +179,106 @@ def test_download_from_a_mirror_checks_md5(tmp_path: Path, monkeypatch: pytest.M
         assert torch.equal(m.test_labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)))
     finally:
         server.shutdown()
+
+
+class _FakeResponse:
+    """What urllib.request.urlopen returns, for a download that needs no server."""
+
+    def __init__(self, body: bytes | None = None, error: Exception | None = None) -> None:
+        self.body, self.error = body, error
+
+    def __enter__(self) -> "_FakeResponse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return self.body or b""
+
+
+def serve_synthetic(monkeypatch: pytest.MonkeyPatch, error: Exception | None = None) -> dict[str, np.ndarray]:
+    """Make every download return a synthetic (gzipped) set whose md5s are the expected ones, or raise ``error``."""
+    import hashlib
+    import urllib.request
+
+    import hyperdnn.data.mnist as mnist_mod
+
+    rng = np.random.RandomState(11)
+    arrays = {name: rng.randint(0, 10 if "labels" in name else 256, size=(10,) if "labels" in name else (10, 28, 28)) for name in MNIST_FILES}
+    blobs = {name: idx_bytes(a) for name, a in arrays.items()}
+    monkeypatch.setattr(mnist_mod, "MNIST_FILES", {name: hashlib.md5(b).hexdigest() for name, b in blobs.items()})
+
+    def urlopen(url: str, timeout: float = 0) -> _FakeResponse:
+        name = url.rsplit("/", 1)[1].removesuffix(".gz")
+        return _FakeResponse(gzip.compress(blobs[name]), error)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return arrays
+
+
+def test_download_into_an_unwritable_place_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = serve_synthetic(monkeypatch)
+    mirror = ("http://mirror.invalid/",)
+    # the data directory is a file
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"data directory .*file .* is a file, not a directory"):
+        load_mnist(tmp_path / "file", mirrors=mirror)
+    # <dir>/mnist, where downloads go, is a file
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mnist").write_text("x")
+    with pytest.raises(DataError, match=r"cannot write to .*d/mnist .*FileExistsError.*pass --data-dir to a writable directory"):
+        load_mnist(tmp_path / "d", mirrors=mirror)
+    # a read-only directory (simulated: the tests may run as root, who can write anywhere)
+    real_write = Path.write_bytes
+
+    def read_only(self: Path, data: bytes) -> int:
+        if self.name.endswith(".part"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(DataError, match=r"cannot write to .*ro/mnist .*PermissionError.*--data-dir"):
+        load_mnist(tmp_path / "ro", mirrors=mirror)
+    assert not list((tmp_path / "ro" / "mnist").iterdir())  # no partial file left
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    m = load_mnist(tmp_path / "ok", mirrors=mirror)  # the same download, writable: works
+    assert torch.equal(m.train_labels, torch.from_numpy(arrays["train-labels-idx1-ubyte"].astype(np.int64)))
+
+
+def test_incomplete_read_during_download_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+
+    serve_synthetic(monkeypatch, error=http.client.IncompleteRead(b"abc", 100))
+    with pytest.raises(DataError, match="download failed: .*IncompleteRead"):
+        load_mnist(tmp_path, mirrors=("http://mirror.invalid/",))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_local_file_of_official_size_with_wrong_md5(tmp_path: Path, gz: bool) -> None:
+    import hashlib
+
+    write_set(tmp_path, gz=gz, seed=9)
+    labels = np.random.RandomState(0).randint(0, 10, size=10000)  # the official count, not the official bytes
+    raw = idx_bytes(labels)
+    name = "t10k-labels-idx1-ubyte"
+    path = tmp_path / (name + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path, download=False)
+    msg = str(e.value)
+    assert str(path) in msg and hashlib.md5(raw).hexdigest() in msg and MNIST_FILES[name] in msg, msg
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="shared MNIST files not present")
+def test_damaged_plain_copy_of_the_real_labels(tmp_path: Path) -> None:
+    raw = bytearray(gzip.decompress((SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    for name in MNIST_FILES:
+        if name != "t10k-labels-idx1-ubyte":
+            (tmp_path / (name + ".gz")).symlink_to(SHARED / "mnist" / (name + ".gz"))
+    raw[500] = (raw[500] + 1) % 10  # one label changed: still a valid IDX file of digits
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has the official size .* md5 [0-9a-f]{32} .*expected 27ae3e4e09519cfbb04c329615203637"):
+        load_mnist(tmp_path, download=False)
