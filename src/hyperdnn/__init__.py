@@ -7,6 +7,11 @@ a swappable part: inputs (``TaskEmbedding``, ``External``, ``DataEncoder``,
 ``ComponentWise``, ``ChunkWise``, ``LowRank``, ``Additive``), bodies (``MLP``,
 ``RNN``, ``Attention``), static or per-sample inputs (the shape of the
 condition) and the target's selected parameters.
+
+Built on the core: ``HyperLSTM`` and ``hyper_conv`` (Ha et al. 2016),
+``hyperdnn.methods`` (continual learning, von Oswald et al. 2020),
+``hyperdnn.data`` (MNIST IDX and text-corpus loaders, task sequences), and the
+``hyperdnn`` command (``hyperdnn.cli``) that runs the published experiments.
 """
 
 from .bodies import MLP, RNN, Attention
@@ -23,8 +28,11 @@ from .errors import (
 )
 from .hyperdnn import HyperDNN, check_finite
 from .hypernetwork import HyperNetwork
+from .layers import HyperLSTM, HyperLSTMCell, LayerNormLSTM, conv_kernels, hyper_conv
 from .outputs import Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead
 from .summary import Summary
+
+from . import data, methods  # noqa: E402  (subpackages: MNIST/text loaders, continual learning)
 
 __version__ = "0.1.0"
 
@@ -36,4 +44,6 @@ __all__ = sorted([
     "HyperDNN", "check_finite", "HyperNetwork",
     "Additive", "ChunkWise", "ComponentWise", "GenerateOnce", "LowRank", "MultiHead",
     "Summary",
+    "HyperLSTM", "HyperLSTMCell", "LayerNormLSTM", "conv_kernels", "hyper_conv",
+    "data", "methods",
 ])
