@@ -96,15 +96,20 @@ class TaskInput(InputModule):
         if value is None:
             raise ConfigError(f"TaskEmbedding: this model needs {self.name}=<task id> (0..{self.num_tasks - 1})")
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            value = torch.tensor(int(value), device=self.table.weight.device)
+            # The common static case, checked in Python: no tensor reductions per call.
+            task = int(value)
+            if not 0 <= task < self.num_tasks:
+                raise ConfigError(f"TaskEmbedding: task id {task} out of range; expected 0..{self.num_tasks - 1}")
+            return Condition(self.table.weight[task], "static")
         if not isinstance(value, Tensor):
             raise HDTypeError(f"TaskEmbedding: {self.name} must be an int or an integer tensor (got {type(value).__name__})")
         if value.dtype.is_floating_point or value.dtype == torch.bool:
             raise HDTypeError(f"TaskEmbedding: {self.name} must hold integers (got dtype {value.dtype})")
         if value.dim() > 1:
             raise ShapeError(f"TaskEmbedding: {self.name} must be a scalar or of shape (B,) (got {tuple(value.shape)})")
-        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= self.num_tasks):
-            bad = int(value.min()) if int(value.min()) < 0 else int(value.max())
+        low, high = (int(v) for v in value.aminmax()) if value.numel() else (0, 0)
+        if low < 0 or high >= self.num_tasks:
+            bad = low if low < 0 else high
             raise ConfigError(f"TaskEmbedding: task id {bad} out of range; expected 0..{self.num_tasks - 1}")
         z = self.table(value.to(self.table.weight.device))
         return Condition(z, "static" if value.dim() == 0 else "per_sample")
