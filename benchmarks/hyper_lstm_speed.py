@@ -10,15 +10,20 @@ What makes the HyperLSTM fast enough (see hyperdnn/layers/hyper_lstm.py):
 - input projections of the main and hyper cells hoisted out of the time loop
   (one (T*B, I) matmul each);
 - one fused matmul per step for h_{t-1}'s two uses (main W_h and the hyper
-  cell's input from h), one for the hyper recurrence, one for z, and one
-  block-diagonal matmul making d_x, d_h and the dynamic bias together;
+  cell's input from h), one for the hyper recurrence, one for all 12
+  embeddings z (one per gate and term), and one block-diagonal matmul (12
+  blocks of (H, N_z)) making every gate's d_x, d_h and dynamic bias together;
 - ``unbind``/``chunk`` instead of ``x[t]`` or slicing: the backward of an index
   or a slice fills a zero tensor the size of the whole input per step
   (quadratic in T), which alone made the step 8.6x nn.LSTM;
 - nothing per step but tensor ops (no Python-side checks or allocations).
 
-Run:  PYTHONPATH=src python -m benchmarks.hyper_lstm_speed [--threads 1,2] [--compile]
-Writes benchmarks/results/hyper_lstm_speed.json.
+Run (from the repository root, package installed editable in .venv):
+
+    .venv/bin/python -m benchmarks.hyper_lstm_speed --threads 1,2
+
+(add ``--compile`` to also try torch.compile). Writes
+benchmarks/results/hyper_lstm_speed.json, with the command and git commit.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hyper", type=int, default=64)
     p.add_argument("--nz", type=int, default=4)
     p.add_argument("--input", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--compile", action="store_true", help="also time torch.compile(HyperLSTM) (slow to compile)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "hyper_lstm_speed.json"))
     args = p.parse_args(argv)
@@ -95,7 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|")
         for name, r in results[str(th)].items():
             print(f"| {name} | {r['s']:.3f} | {r['ratio']:.2f}x |")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except OSError:
+        commit = ""
     record = {
+        "command": "python -m benchmarks.hyper_lstm_speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git_commit": commit,
         "workload": {k: getattr(args, k) for k in ("seq", "batch", "hidden", "hyper", "nz", "input", "rounds")},
         "results_by_threads": results,
         "machine": {
