@@ -13,7 +13,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
-from .base import make_tokens
 from .multi_head import PerTensorTokens
 
 

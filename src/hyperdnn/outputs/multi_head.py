@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..bodies import BodyModule
 from ..errors import ConfigError
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
