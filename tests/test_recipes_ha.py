@@ -113,7 +113,7 @@ def test_char_lm_config_errors(field: str, value: int) -> None:
 
 def test_char_lm_config_other_errors() -> None:
     cfg = get_recipe("char-lm").config
-    with pytest.raises(ConfigError, match="eval_every must be an int >= 0"):
+    with pytest.raises(ConfigError, match="char-lm: eval_every must be >= 0"):
         cfg(eval_every=-1)
     with pytest.raises(ConfigError, match="char-lm: unknown model 'gru'"):
         cfg(models=("lstm", "gru"))

@@ -29,8 +29,7 @@ from hyperdnn.data.text import CharCorpus, batchify, bptt_batch, load_char_corpu
 from hyperdnn.errors import ConfigError, DataError, HDTypeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
-from hyperdnn.recipes import recipe
-from hyperdnn.recipes.seq_mnist import _check_config  # the same field checks
+from hyperdnn.recipes import non_negative, positive, recipe
 from hyperdnn.runs import RunContext
 
 PAPER_PTB_BPC = {"lstm": 1.312, "ln-lstm": 1.267, "hyper-lstm": 1.265, "ln-hyper-lstm": 1.250}
@@ -56,12 +55,19 @@ class Config:
     eval_batch: int = 64
 
     def __post_init__(self) -> None:
+        part = "char-lm"
+        for name in ("hidden", "hyper_size", "embedding_size", "embed_dim", "seq_len", "batch_size", "steps",
+                     "eval_batch"):
+            positive(part, name, getattr(self, name))
+        positive(part, "lr", self.lr, float)
+        positive(part, "clip", self.clip, float)
+        non_negative(part, "eval_every", self.eval_every)
         self.models = tuple(self.models)
-        positive = ("hidden", "hyper_size", "embedding_size", "embed_dim", "seq_len", "batch_size",
-                    "steps", "lr", "clip", "eval_batch")
-        _check_config("char-lm", self, positive, MODELS)
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ConfigError(f"char-lm: eval_every must be an int >= 0 (got {self.eval_every!r})")
+        if not self.models:
+            raise ConfigError(f"{part}: models must name at least one of {', '.join(MODELS)} (got none)")
+        for m in self.models:
+            if m not in MODELS:
+                raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(MODELS)})")
         if not isinstance(self.corpus, str):
             raise HDTypeError(f"char-lm: corpus must be a path string (got {type(self.corpus).__name__})")
 

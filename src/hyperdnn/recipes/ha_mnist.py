@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from hyperdnn.data.mnist import load_mnist
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_conv import hyper_conv
-from hyperdnn.recipes import recipe
-from hyperdnn.recipes.seq_mnist import _check_config, _check_subset  # the same field checks
+from hyperdnn.recipes import non_negative, positive, recipe
 from hyperdnn.runs import RunContext
 
 MODELS = ("normal", "hyper")
@@ -43,9 +42,21 @@ class Config:
     embedding_dim: int = field(default=4, metadata={"help": "N_z of the kernel embedding"})
 
     def __post_init__(self) -> None:
+        part = "ha-mnist"
+        for name in ("epochs", "batch_size", "embedding_dim"):
+            positive(part, name, getattr(self, name))
+        positive(part, "lr", self.lr, float)
+        non_negative(part, "train_subset", self.train_subset)
+        if 0 < self.train_subset < self.batch_size:  # an epoch would have no step: an untrained model
+            raise ConfigError(
+                f"{part}: train_subset must be 0 (all images) or >= batch_size={self.batch_size} (got {self.train_subset})"
+            )
         self.models = tuple(self.models)
-        _check_config("ha-mnist", self, ("epochs", "batch_size", "lr", "embedding_dim"), MODELS)
-        _check_subset("ha-mnist", self.train_subset, self.batch_size)
+        if not self.models:
+            raise ConfigError(f"{part}: models must name at least one of {', '.join(MODELS)} (got none)")
+        for m in self.models:
+            if m not in MODELS:
+                raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(MODELS)})")
 
 class ConvNet(nn.Module):
     """The paper's MNIST convnet: (B, 1, 28, 28) -> (B, 10)."""

@@ -10,7 +10,6 @@ test accuracy after the last epoch (no model selection on the test set).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.errors import ConfigError, HDTypeError
+from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
-from hyperdnn.recipes import recipe
+from hyperdnn.recipes import boolean, non_negative, positive, recipe
 from hyperdnn.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
@@ -43,44 +42,23 @@ class Config:
     clip: float = 1.0
 
     def __post_init__(self) -> None:
+        part = "seq-mnist"
+        for name in ("hidden", "hyper_size", "embedding_size", "epochs", "batch_size"):
+            positive(part, name, getattr(self, name))
+        positive(part, "lr", self.lr, float)
+        positive(part, "clip", self.clip, float)
+        boolean(part, "layer_norm", self.layer_norm)
+        non_negative(part, "train_subset", self.train_subset)
+        if 0 < self.train_subset < self.batch_size:  # an epoch would have no step: an untrained model
+            raise ConfigError(
+                f"{part}: train_subset must be 0 (all images) or >= batch_size={self.batch_size} (got {self.train_subset})"
+            )
         self.models = tuple(self.models)
-        positive = ("hidden", "hyper_size", "embedding_size", "epochs", "batch_size", "lr", "clip")
-        _check_config("seq-mnist", self, positive, MODELS)
-        _check_subset("seq-mnist", self.train_subset, self.batch_size)
-
-
-def _check_config(part: str, cfg: object, positive: tuple[str, ...], known: tuple[str, ...]) -> None:
-    """Raise unless every field named in ``positive`` is > 0 (an int where annotated int) and cfg.models is known.
-
-    Errors name the recipe, the field and the value: ConfigError for a bad value,
-    HDTypeError for a wrong type (bool is not a number here).
-    """
-    ints = {f.name for f in dataclasses.fields(cfg) if f.type in ("int", int)}
-    for name in positive:
-        value = getattr(cfg, name)
-        kind = (int,) if name in ints else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            want = "an int" if name in ints else "a number"
-            raise HDTypeError(f"{part}: {name} must be {want} (got {type(value).__name__} {value!r})")
-        if not value > 0:
-            raise ConfigError(f"{part}: {name} must be > 0 (got {value})")
-    models = cfg.models
-    if not models:
-        raise ConfigError(f"{part}: models must name at least one of {', '.join(known)} (got none)")
-    for m in models:
-        if m not in known:
-            raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(known)})")
-
-
-def _check_subset(part: str, train_subset: object, batch_size: int) -> None:
-    """train_subset: 0 (all) or at least one batch, so that every epoch has a step."""
-    if isinstance(train_subset, bool) or not isinstance(train_subset, int):
-        raise HDTypeError(f"{part}: train_subset must be an int (got {type(train_subset).__name__})")
-    if train_subset != 0 and train_subset < batch_size:
-        raise ConfigError(
-            f"{part}: train_subset must be 0 (all images) or >= batch_size={batch_size}, "
-            f"else an epoch has no step (got {train_subset})"
-        )
+        if not self.models:
+            raise ConfigError(f"{part}: models must name at least one of {', '.join(MODELS)} (got none)")
+        for m in self.models:
+            if m not in MODELS:
+                raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(MODELS)})")
 
 
 class RowClassifier(nn.Module):
