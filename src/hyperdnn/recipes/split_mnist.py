@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from hyperdnn.bodies import MLP
+from hyperdnn.bodies import ACTIVATIONS, MLP
 from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import split_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.errors import ConfigError
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.methods.continual import xavier_init_
 from hyperdnn.outputs import ChunkWise
-from hyperdnn.recipes import recipe
+from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
 from hyperdnn.recipes._continual import ContinualSpec, run_continual
 from hyperdnn.recipes.toy_regression import make_mlp
 from hyperdnn.runs import RunContext
@@ -52,12 +51,28 @@ class Config:
     lookahead: bool = field(default=True, metadata={"help": "regularize H at phi + the step Adam would take (paper eq. 2)"})
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
+    def __post_init__(self) -> None:
+        # lists (from JSON or by hand) count as tuples; anything else fails in positive_ints
+        self.target_hidden, self.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (self.target_hidden, self.hnet_hidden))
+        part = "split-mnist"
+        for name in ("steps", "batch_size", "emb_dim", "chunk_size", "chunk_dim"):
+            positive(part, name, getattr(self, name))
+        in_range(part, "tasks", self.tasks, 1, 5)
+        if self.reg_tasks is not None:
+            positive(part, "reg_tasks", self.reg_tasks)
+        positive(part, "lr", self.lr, float)
+        non_negative(part, "beta", self.beta, float)
+        positive_ints(part, "target_hidden", self.target_hidden)
+        positive_ints(part, "hnet_hidden", self.hnet_hidden)
+        one_of(part, "hnet_activation", self.hnet_activation, ACTIVATIONS)
+        one_of(part, "hnet_init", self.hnet_init, ("xavier", "target"))
+        for name in ("multi_head", "sweeps", "lookahead", "baseline"):
+            boolean(part, name, getattr(self, name))
+
 
 @recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
-    if cfg.hnet_init not in ("xavier", "target"):
-        raise ConfigError(f"split-mnist: hnet_init must be 'xavier' or 'target' (got {cfg.hnet_init!r})")
     tasks = split_mnist(load_mnist(ctx.data_dir), cfg.tasks)
     sizes = [784, *cfg.target_hidden, 2 * len(tasks) if cfg.multi_head else 2]
 
