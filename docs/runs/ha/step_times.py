@@ -1,6 +1,6 @@
 """CPU time of one training step of each model of the Ha et al. recipes, at their default sizes.
 
-Backs the "CPU cost" sentences of docs/results_ha.md. Each model is built by
+Backs the "CPU cost" sentences of docs/results.md. Each model is built by
 its recipe's own code (``ha_mnist.build``, ``seq_mnist.build``,
 ``char_lm.CharModel``) with the recipe's default Config, and one step is what
 the recipe's loop does: forward, cross-entropy, backward, gradient clipping
