@@ -42,17 +42,19 @@ def batch_norm(mod: nn.modules.batchnorm._BatchNorm, w, groups: int, batch_dim: 
         factor,
         mod.eps,
     )
-    rows, c = x.shape[0], x.shape[1]
-    rest = x.shape[2:]
-    yg = y.reshape(groups, rows // groups, c, *rest)
+    return _affine(mod, w, groups, y.reshape(groups, x.shape[0] // groups, *x.shape[1:])).reshape(x.shape)
+
+
+def _affine(mod, w, groups: int, yg: Tensor) -> Tensor:
+    """Scale and shift of normalised ``(G, n, C, *S)`` rows, per group where generated."""
+    c, trail = yg.shape[2], [1] * (yg.dim() - 3)
     weight, w_b = get(mod, w, "weight")
     bias, b_b = get(mod, w, "bias")
-    trail = [1] * len(rest)
     if weight is not None:
         yg = yg * (weight.reshape(groups, 1, c, *trail) if w_b else weight.reshape(c, *trail))
     if bias is not None:
         yg = yg + (bias.reshape(groups, 1, c, *trail) if b_b else bias.reshape(c, *trail))
-    return yg.reshape(x.shape)
+    return yg
 
 
 def _per_group(mod, w, groups: int, x: Tensor) -> Tensor:
@@ -73,14 +75,7 @@ def _per_group(mod, w, groups: int, x: Tensor) -> Tensor:
             mod.running_mean.copy_(rm.view(groups, c).mean(0))
             mod.running_var.copy_(rv.view(groups, c).mean(0))
     y = y.reshape(n, groups, c, *rest).transpose(0, 1)  # (G, n, C, *S)
-    weight, w_b = get(mod, w, "weight")
-    bias, b_b = get(mod, w, "bias")
-    trail = [1] * len(rest)
-    if weight is not None:
-        y = y * (weight.reshape(groups, 1, c, *trail) if w_b else weight.reshape(c, *trail))
-    if bias is not None:
-        y = y + (bias.reshape(groups, 1, c, *trail) if b_b else bias.reshape(c, *trail))
-    return y.reshape(x.shape)
+    return _affine(mod, w, groups, y).reshape(x.shape)
 
 
 def layer_norm(mod: nn.LayerNorm, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
