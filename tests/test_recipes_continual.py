@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import hyperdnn as hd
+
 from hyperdnn.recipes import get_recipe
 from hyperdnn.runs import run_recipe
 
@@ -101,8 +103,10 @@ def test_split_mnist_multi_head_reads_each_task_head(tmp_path: Path) -> None:
     with torch.no_grad():
         out = model(task.inputs(task.test_x), task=1)
     acc = 100.0 * (out[:, 2:4].argmax(-1) == task.test_y).float().mean().item()
-    assert abs(acc - res["hnet"]["final"][1]) < 1e-6  # task 2 is judged on outputs 2..3 only
-    with pytest.raises(Exception, match="hnet_init"):
+    # task 2 is judged on outputs 2..3 only; one test sample is worth about 0.05 points,
+    # so 1e-4 separates float rounding of the percentage from a real difference
+    assert abs(acc - res["hnet"]["final"][1]) < 1e-4
+    with pytest.raises(hd.ConfigError, match="hnet_init"):
         run("split-mnist", tmp_path, steps=1, tasks=1, hnet_init="normal")
 
 
