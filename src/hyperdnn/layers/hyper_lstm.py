@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -347,6 +348,27 @@ def _as_pair(part: str, state: object) -> tuple[Tensor, Tensor]:
     return h, c
 
 
+
+def _sequence_input(part: str, input: Any, input_size: int, batch_first: bool) -> tuple[Tensor, bool]:
+    """Checks an nn.LSTM-style input and returns it as ``(T, B, I)`` plus whether it was unbatched."""
+    if not isinstance(input, Tensor):
+        raise HDTypeError(f"{part}: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)")
+    if input.dim() not in (2, 3) or input.shape[-1] != input_size:
+        layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
+        raise ShapeError(
+            f"{part}: input must be {layout} or unbatched (T, input_size) with "
+            f"input_size={input_size} (got {tuple(input.shape)})"
+        )
+    unbatched = input.dim() == 2
+    if unbatched:
+        x = input.unsqueeze(1)
+    else:
+        x = input.transpose(0, 1) if batch_first else input  # (T, B, I)
+    if x.shape[0] == 0:
+        raise ShapeError(f"{part}: the sequence must have at least one step (got {tuple(input.shape)})")
+    return x, unbatched
+
+
 class HyperLSTM(nn.Module):
     """A multi-layer HyperLSTM with the interface of torch.nn.LSTM.
 
@@ -490,23 +512,7 @@ class HyperLSTM(nn.Module):
         self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run all layers over the sequence; see the class docstring for shapes."""
-        if not isinstance(input, Tensor):
-            raise HDTypeError(
-                f"HyperLSTM: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)"
-            )
-        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
-            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-            raise ShapeError(
-                f"HyperLSTM: input must be {layout} or unbatched (T, input_size) with "
-                f"input_size={self.input_size} (got {tuple(input.shape)})"
-            )
-        unbatched = input.dim() == 2
-        if unbatched:
-            x = input.unsqueeze(1)
-        else:
-            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-        if x.shape[0] == 0:
-            raise ShapeError(f"HyperLSTM: the sequence must have at least one step (got {tuple(input.shape)})")
+        x, unbatched = _sequence_input("HyperLSTM", input, self.input_size, self.batch_first)
         h0, c0 = self._initial_state(state, x, unbatched)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):

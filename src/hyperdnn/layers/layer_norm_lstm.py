@@ -21,8 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperdnn.errors import HDTypeError, ShapeError
-from hyperdnn.layers.hyper_lstm import _as_pair, _check_dropout, _check_sizes, _layer_norm_gates, _lstm_update
+from hyperdnn.errors import ShapeError
+from hyperdnn.layers.hyper_lstm import (
+    _as_pair,
+    _check_dropout,
+    _check_sizes,
+    _layer_norm_gates,
+    _lstm_update,
+    _sequence_input,
+)
 
 __all__ = ["LayerNormLSTM"]
 
@@ -95,23 +102,7 @@ class LayerNormLSTM(nn.Module):
         self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run all layers; shapes as in the class docstring."""
-        if not isinstance(input, Tensor):
-            raise HDTypeError(
-                f"LayerNormLSTM: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)"
-            )
-        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
-            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-            raise ShapeError(
-                f"LayerNormLSTM: input must be {layout} or unbatched (T, input_size) with "
-                f"input_size={self.input_size} (got {tuple(input.shape)})"
-            )
-        unbatched = input.dim() == 2
-        if unbatched:
-            x = input.unsqueeze(1)
-        else:
-            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-        if x.shape[0] == 0:
-            raise ShapeError(f"LayerNormLSTM: the sequence must have at least one step (got {tuple(input.shape)})")
+        x, unbatched = _sequence_input("LayerNormLSTM", input, self.input_size, self.batch_first)
         L, B, H = self.num_layers, x.shape[1], self.hidden_size
         if state is None:
             h0 = c0 = x.new_zeros(L, B, H)

@@ -147,6 +147,18 @@ def one_of(part: str, name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(f"{part}: {name} must be one of {', '.join(map(repr, choices))} (got {value!r})")
 
 
+def some_of(part: str, name: str, values: Iterable[Any], choices: Iterable[Any]) -> tuple:
+    """Return ``values`` as a tuple; ConfigError unless it is non-empty and each is one of ``choices``."""
+    values, choices = tuple(values), list(choices)
+    if not values:
+        raise ConfigError(f"{part}: {name} must name at least one of {', '.join(map(str, choices))} (got none)")
+    for v in values:
+        if v not in choices:
+            raise ConfigError(f"{part}: unknown {name[:-1] if name.endswith('s') else name} {v!r} in {name} "
+                              f"(expected some of {', '.join(map(str, choices))})")
+    return values
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A registered experiment.

@@ -29,7 +29,7 @@ from hyperdnn.data.text import CharCorpus, batchify, bptt_batch, load_char_corpu
 from hyperdnn.errors import ConfigError, DataError, HDTypeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
-from hyperdnn.recipes import non_negative, positive, recipe
+from hyperdnn.recipes import non_negative, positive, recipe, some_of
 from hyperdnn.runs import RunContext
 
 PAPER_PTB_BPC = {"lstm": 1.312, "ln-lstm": 1.267, "hyper-lstm": 1.265, "ln-hyper-lstm": 1.250}
@@ -62,12 +62,7 @@ class Config:
         positive(part, "lr", self.lr, float)
         positive(part, "clip", self.clip, float)
         non_negative(part, "eval_every", self.eval_every)
-        self.models = tuple(self.models)
-        if not self.models:
-            raise ConfigError(f"{part}: models must name at least one of {', '.join(MODELS)} (got none)")
-        for m in self.models:
-            if m not in MODELS:
-                raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(MODELS)})")
+        self.models = some_of(part, "models", self.models, MODELS)
         if not isinstance(self.corpus, str):
             raise HDTypeError(f"char-lm: corpus must be a path string (got {type(self.corpus).__name__})")
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from hyperdnn.data.mnist import load_mnist
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
-from hyperdnn.recipes import boolean, non_negative, positive, recipe
+from hyperdnn.recipes import boolean, non_negative, positive, recipe, some_of
 from hyperdnn.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
@@ -53,12 +53,7 @@ class Config:
             raise ConfigError(
                 f"{part}: train_subset must be 0 (all images) or >= batch_size={self.batch_size} (got {self.train_subset})"
             )
-        self.models = tuple(self.models)
-        if not self.models:
-            raise ConfigError(f"{part}: models must name at least one of {', '.join(MODELS)} (got none)")
-        for m in self.models:
-            if m not in MODELS:
-                raise ConfigError(f"{part}: unknown model {m!r} in models (expected some of {', '.join(MODELS)})")
+        self.models = some_of(part, "models", self.models, MODELS)
 
 
 class RowClassifier(nn.Module):
