@@ -32,10 +32,6 @@ class Condition:
     z: Tensor
     mode: Mode
 
-    @property
-    def groups(self) -> int | None:
-        return None if self.mode == "static" else self.z.shape[0]
-
 
 class InputModule(nn.Module):
     """Built input: ``forward(x, conditions) -> Condition``; ``keywords`` it reads; width ``dim``."""

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
-from .batched import call_batched, repeat_groups
+from .batched import call_batched, materialize, repeat_groups
 from .conditioning import Condition
 from .errors import HDTypeError, NonFiniteWeightsError, ShapeError
 from .hypernetwork import HyperNetwork
@@ -144,7 +144,7 @@ class HyperDNN(nn.Module):
             theta: dict[str, Any] = {}
             for p, v in zip(self.spec.params, outputs.factors(z).values()):
                 if isinstance(v, tuple) and len(p.shape) != 2:
-                    v = torch.matmul(v[0], v[1].transpose(-1, -2)).unflatten(-1, p.shape[1:])
+                    v = materialize(v).unflatten(-1, p.shape[1:])
                 theta[p.name] = v
             if self.check_finite:
                 check_finite({f"{n}[{i}]" if isinstance(v, tuple) else n: t for n, v in theta.items()

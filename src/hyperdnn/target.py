@@ -3,8 +3,9 @@
 The user's module is never modified. :func:`prepare_target` makes a private copy
 in which every generated parameter is replaced by an empty, non-persistent
 buffer (so it is neither trained as an ordinary parameter nor stored twice);
-the generated tensors are passed in at call time with
-``torch.func.functional_call`` (one weight set) or through the batched path of
+the generated tensors are passed in at call time by :class:`StaticCaller` (one
+weight set; ``functional_call`` semantics, filled and emptied in ``try``/``finally``)
+or through the batched path of
 :mod:`hyperdnn.batched` (one weight set per sample or per ensemble member).
 """
 
@@ -17,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .errors import ConfigError, ShapeError
 from .selection import Selector, select
@@ -193,11 +193,6 @@ def check_weights(spec: TargetSpec, theta: dict[str, Tensor]) -> int | None:
                 f"HyperDNN: weight {p.name!r} has batch {b} but {spec.params[0].name!r} has batch {batch}"
             )
     return batch
-
-
-def call_static(target: nn.Module, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
-    """Runs ``target`` with one weight set (no batch dimension on ``theta``)."""
-    return functional_call(target, theta, args, kwargs, strict=False, tie_weights=True)
 
 
 class StaticCaller:
