@@ -479,3 +479,15 @@ def test_state_key_collision_and_checkpoint_at_the_same_step_rewrites_latest(tmp
     (tmp_path / "LATEST").write_text("checkpoint-7")  # e.g. left by a crash: wrong
     assert ctx.checkpoint().name == "checkpoint-0" and (tmp_path / "LATEST").read_text() == "checkpoint-0"
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-0"
+
+
+@pytest.mark.parametrize("argv, passed", [(["bench", "--quick", "--threads", "1"], ["--quick", "--threads", "1"]), (["bench", "--", "--quick"], ["--quick"]), (["bench"], [])])
+def test_bench_passes_every_argument_on(argv: list[str], passed: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2 and not calls  # not a checkout: no benchmarks package here
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "__main__.py").write_text("")
+    assert main(argv) == 0
+    assert calls == [[sys.executable, "-m", "benchmarks", *passed]]

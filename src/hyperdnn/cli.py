@@ -118,7 +118,7 @@ def _build_parser(recipe: Any = None) -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the recipes, one line each", description="List the recipes, one line each.")
 
-    bench = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS)", description="Run the project's benchmarks: 'python -m benchmarks ARGS' from a checkout.")
+    bench = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS)", description="Run the project's benchmarks: 'python -m benchmarks ARGS' from a checkout. Every argument after 'bench' is passed on, e.g. 'hyperdnn bench --quick' (see 'python -m benchmarks --help').")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
     return parser
 
@@ -268,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hyperdnn`` command. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["bench"] and argv[1:] not in (["-h"], ["--help"]):
+            # everything after 'bench' belongs to the benchmarks, options included (no '--' needed)
+            rest = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+            return _cmd_bench(argparse.Namespace(args=rest))
         recipe = _peek_recipe(argv)
         args = _build_parser(recipe).parse_args(argv)
         if args.command == "run" and args.recipe is not None and (recipe is None or args.recipe != recipe.name):
