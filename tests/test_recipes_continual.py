@@ -121,5 +121,15 @@ def test_permuted_mnist_short(tmp_path: Path) -> None:
     run_dir, res = run("permuted-mnist", tmp_path, steps=4, tasks=2, baseline=False)
     check_run_dir(run_dir)
     assert res["compression_ratio"] < 1.0  # the paper's point: H is smaller than the target
-    assert res["summary"]["generated"] == 1024 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 10 + 10
+    # the released main net: one 10-unit head per task, all generated
+    assert res["summary"]["generated"] == 1024 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 20 + 20
     assert "baseline" not in res and len(res["hnet"]["cl3"]["per_task"]) == 2
+    assert json.loads((run_dir / "config.json").read_text())["config"]["hnet_init"] == "xavier"
+
+
+@needs_mnist
+def test_permuted_mnist_shared_head_option(tmp_path: Path) -> None:
+    run_dir, res = run("permuted-mnist", tmp_path, steps=2, tasks=2, baseline=False, cl3=False, multi_head=False, hnet_init="target", sweeps=False)
+    assert res["summary"]["generated"] == 1024 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 10 + 10
+    with pytest.raises(hd.ConfigError, match="hnet_init"):
+        run("permuted-mnist", tmp_path, steps=1, tasks=1, hnet_init="normal")
