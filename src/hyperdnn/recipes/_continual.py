@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperdnn.bodies import ACTIVATIONS, MLP
+from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
+from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.methods.continual import (
     adam_lookahead,
     average_final,
@@ -29,7 +32,10 @@ from hyperdnn.methods.continual import (
     freeze_other_task_embeddings,
     output_regularizer,
     store_targets,
+    xavier_init_,
 )
+from hyperdnn.outputs import ChunkWise
+from hyperdnn.recipes import boolean, non_negative, one_of, positive, positive_ints
 from hyperdnn.runs import RunContext
 
 
@@ -76,6 +82,68 @@ class ContinualSpec:
     cl3: bool = True
     paper: dict[str, float] | None = None
     plot: Callable[..., None] | None = None
+
+
+def check_chunked_config(part: str, cfg: Any) -> None:
+    """Check the fields that the chunked MNIST recipes (split-mnist, permuted-mnist) share.
+
+    Turns list values of ``target_hidden``/``hnet_hidden`` (from JSON or by hand) into
+    tuples; ``tasks`` is the recipe's own to check (its range differs).
+
+    Args:
+        part: the recipe name, for the messages.
+        cfg: the recipe's ``Config``.
+    """
+    cfg.target_hidden, cfg.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (cfg.target_hidden, cfg.hnet_hidden))
+    for name in ("steps", "batch_size", "emb_dim", "chunk_size", "chunk_dim"):
+        positive(part, name, getattr(cfg, name))
+    if cfg.reg_tasks is not None:
+        positive(part, "reg_tasks", cfg.reg_tasks)
+    positive(part, "lr", cfg.lr, float)
+    non_negative(part, "beta", cfg.beta, float)
+    positive_ints(part, "target_hidden", cfg.target_hidden)
+    positive_ints(part, "hnet_hidden", cfg.hnet_hidden)
+    one_of(part, "hnet_activation", cfg.hnet_activation, ACTIVATIONS)
+    one_of(part, "hnet_init", cfg.hnet_init, ("xavier", "target"))
+    for name in ("multi_head", "sweeps", "lookahead", "baseline"):
+        boolean(part, name, getattr(cfg, name))
+
+
+def chunked_spec(cfg: Any, tasks: list[Task], make_target: Callable[[], nn.Module], paper: dict[str, float], cl3: bool = True) -> ContinualSpec:
+    """The :class:`ContinualSpec` of a chunked MNIST recipe: a task-embedding hypernetwork
+    (MLP body, chunk-wise outputs; Xavier-uniform weights and zero biases with
+    ``hnet_init="xavier"``, as the released code sets them) and the config's training settings.
+
+    Args:
+        cfg: a config checked by :func:`check_chunked_config`.
+        tasks: the task sequence.
+        make_target: builds a fresh target network.
+        paper: published numbers for the summary table.
+        cl3: evaluate CL3 at the end.
+    """
+
+    def make_model(target: nn.Module) -> HyperDNN:
+        model = HyperDNN(target, inputs=TaskEmbedding(len(tasks), cfg.emb_dim), outputs=ChunkWise(cfg.chunk_size, cfg.chunk_dim), body=MLP(cfg.hnet_hidden, cfg.hnet_activation))
+        if cfg.hnet_init == "xavier":
+            xavier_init_(model)
+        return model
+
+    return ContinualSpec(
+        tasks=tasks,
+        make_target=make_target,
+        make_model=make_model,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        beta=cfg.beta,
+        reg_tasks=cfg.reg_tasks,
+        lookahead=cfg.lookahead,
+        baseline=cfg.baseline,
+        multi_head=cfg.multi_head,
+        sweeps=cfg.sweeps,
+        cl3=cl3,
+        paper=paper,
+    )
 
 
 class Sweeps:

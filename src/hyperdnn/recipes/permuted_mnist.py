@@ -15,17 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import nn
-
-from hyperdnn.bodies import ACTIVATIONS, MLP
-from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import permuted_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.hyperdnn import HyperDNN
-from hyperdnn.methods.continual import xavier_init_
-from hyperdnn.outputs import ChunkWise
-from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
-from hyperdnn.recipes._continual import ContinualSpec, run_continual
+from hyperdnn.recipes import boolean, in_range, non_negative, positive, recipe
+from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
 from hyperdnn.recipes.toy_regression import make_mlp
 from hyperdnn.runs import RunContext
 
@@ -56,23 +49,12 @@ class Config:
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
     def __post_init__(self) -> None:
-        # lists (from JSON or by hand) count as tuples; anything else fails in positive_ints
-        self.target_hidden, self.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (self.target_hidden, self.hnet_hidden))
         part = "permuted-mnist"
-        for name in ("steps", "tasks", "batch_size", "emb_dim", "chunk_size", "chunk_dim"):
-            positive(part, name, getattr(self, name))
-        if self.reg_tasks is not None:
-            positive(part, "reg_tasks", self.reg_tasks)
-        positive(part, "lr", self.lr, float)
-        non_negative(part, "beta", self.beta, float)
+        check_chunked_config(part, self)
+        positive(part, "tasks", self.tasks)
         non_negative(part, "padding", self.padding)
-        positive_ints(part, "target_hidden", self.target_hidden)
-        positive_ints(part, "hnet_hidden", self.hnet_hidden)
-        one_of(part, "hnet_activation", self.hnet_activation, ACTIVATIONS)
         in_range(part, "data_seed", self.data_seed, 0, 2**32 - 1)  # numpy's RandomState range
-        one_of(part, "hnet_init", self.hnet_init, ("xavier", "target"))
-        for name in ("multi_head", "sweeps", "cl3", "lookahead", "baseline"):
-            boolean(part, name, getattr(self, name))
+        boolean(part, "cl3", self.cl3)
 
 
 @recipe("permuted-mnist", "10 permuted-MNIST tasks in sequence, chunked hypernetwork smaller than its target (von Oswald et al. 2020)", Config)
@@ -80,27 +62,4 @@ def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = permuted_mnist(load_mnist(ctx.data_dir), cfg.tasks, cfg.padding, cfg.data_seed)
     sizes = [tasks[0].input_dim, *cfg.target_hidden, 10 * len(tasks) if cfg.multi_head else 10]
-
-    def make_model(target: nn.Module) -> HyperDNN:
-        model = HyperDNN(target, inputs=TaskEmbedding(len(tasks), cfg.emb_dim), outputs=ChunkWise(cfg.chunk_size, cfg.chunk_dim), body=MLP(cfg.hnet_hidden, cfg.hnet_activation))
-        if cfg.hnet_init == "xavier":
-            xavier_init_(model)
-        return model
-
-    spec = ContinualSpec(
-        tasks=tasks,
-        make_target=lambda: make_mlp(sizes, "relu"),
-        make_model=make_model,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        beta=cfg.beta,
-        reg_tasks=cfg.reg_tasks,
-        lookahead=cfg.lookahead,
-        baseline=cfg.baseline,
-        multi_head=cfg.multi_head,
-        sweeps=cfg.sweeps,
-        cl3=cfg.cl3,
-        paper={"final": 97.57, "cl3": 91.75},
-    )
-    return run_continual(ctx, spec)
+    return run_continual(ctx, chunked_spec(cfg, tasks, lambda: make_mlp(sizes, "relu"), paper={"final": 97.57, "cl3": 91.75}, cl3=cfg.cl3))

@@ -14,17 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import nn
-
-from hyperdnn.bodies import ACTIVATIONS, MLP
-from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import split_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.hyperdnn import HyperDNN
-from hyperdnn.methods.continual import xavier_init_
-from hyperdnn.outputs import ChunkWise
-from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
-from hyperdnn.recipes._continual import ContinualSpec, run_continual
+from hyperdnn.recipes import in_range, recipe
+from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
 from hyperdnn.recipes.toy_regression import make_mlp
 from hyperdnn.runs import RunContext
 
@@ -52,22 +45,8 @@ class Config:
     baseline: bool = field(default=True, metadata={"help": "also train the target in sequence without regularizer"})
 
     def __post_init__(self) -> None:
-        # lists (from JSON or by hand) count as tuples; anything else fails in positive_ints
-        self.target_hidden, self.hnet_hidden = (tuple(v) if isinstance(v, list) else v for v in (self.target_hidden, self.hnet_hidden))
-        part = "split-mnist"
-        for name in ("steps", "batch_size", "emb_dim", "chunk_size", "chunk_dim"):
-            positive(part, name, getattr(self, name))
-        in_range(part, "tasks", self.tasks, 1, 5)
-        if self.reg_tasks is not None:
-            positive(part, "reg_tasks", self.reg_tasks)
-        positive(part, "lr", self.lr, float)
-        non_negative(part, "beta", self.beta, float)
-        positive_ints(part, "target_hidden", self.target_hidden)
-        positive_ints(part, "hnet_hidden", self.hnet_hidden)
-        one_of(part, "hnet_activation", self.hnet_activation, ACTIVATIONS)
-        one_of(part, "hnet_init", self.hnet_init, ("xavier", "target"))
-        for name in ("multi_head", "sweeps", "lookahead", "baseline"):
-            boolean(part, name, getattr(self, name))
+        check_chunked_config("split-mnist", self)
+        in_range("split-mnist", "tasks", self.tasks, 1, 5)
 
 
 @recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config)
@@ -75,27 +54,4 @@ def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = split_mnist(load_mnist(ctx.data_dir), cfg.tasks)
     sizes = [784, *cfg.target_hidden, 2 * len(tasks) if cfg.multi_head else 2]
-
-    def make_model(target: nn.Module) -> HyperDNN:
-        model = HyperDNN(target, inputs=TaskEmbedding(len(tasks), cfg.emb_dim), outputs=ChunkWise(cfg.chunk_size, cfg.chunk_dim), body=MLP(cfg.hnet_hidden, cfg.hnet_activation))
-        if cfg.hnet_init == "xavier":
-            xavier_init_(model)
-        return model
-
-    spec = ContinualSpec(
-        tasks=tasks,
-        make_target=lambda: make_mlp(sizes, "relu"),
-        make_model=make_model,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        beta=cfg.beta,
-        reg_tasks=cfg.reg_tasks,
-        lookahead=cfg.lookahead,
-        baseline=cfg.baseline,
-        multi_head=cfg.multi_head,
-        sweeps=cfg.sweeps,
-        cl3=True,
-        paper={"final": 99.79, "cl3": 69.48},
-    )
-    return run_continual(ctx, spec)
+    return run_continual(ctx, chunked_spec(cfg, tasks, lambda: make_mlp(sizes, "relu"), paper={"final": 99.79, "cl3": 69.48}))
