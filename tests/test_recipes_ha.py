@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.recipes import get_recipe
@@ -60,6 +61,48 @@ def test_seq_mnist_short(tmp_path: Path) -> None:
         assert abs(n - models["hyper-lstm"]["params"]) >= abs(models["lstm-matched"]["params"] - models["hyper-lstm"]["params"])
     for r in models.values():
         assert 0.0 <= r["test_acc"] <= 1.0
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "name, config, stop_at",
+    [
+        # stops inside the second model's second epoch, and inside the first model's first epoch
+        ("ha-mnist", dict(epochs=2, batch_size=50, train_subset=300), 17),
+        ("seq-mnist", dict(epochs=2, batch_size=32, train_subset=96, hidden=16, hyper_size=8, models=("hyper-lstm", "lstm")), 2),
+    ],
+)
+def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    from hyperdnn.runs import RunContext, RunInterrupted, latest_checkpoint
+
+    r = get_recipe(name)
+    kw = dict(data_dir=DATA, show_progress=False, print_tables=False, checkpoint_every=0, threads=1, seed=5)
+    ref = run_recipe(r, r.config(**config), out_dir=tmp_path / "ref", **kw)
+
+    step_done = RunContext.step_done
+
+    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
+        if ctx.global_step + n == stop_at:
+            ctx._interrupted = True  # what the SIGINT handler sets
+        step_done(ctx, n, **metrics)
+
+    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
+    with pytest.raises(RunInterrupted):
+        run_recipe(r, r.config(**config), out_dir=tmp_path / "cut", **kw)
+    monkeypatch.setattr(RunContext, "step_done", step_done)
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    assert not (run_dir / "results.json").exists()
+    resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
+
+    assert resumed.results["models"] == ref.results["models"]
+    assert (run_dir / "metrics.jsonl").read_text() == (ref.run_dir / "metrics.jsonl").read_text()
+    got, want = (load_file(str(latest_checkpoint(d) / "tensors.safetensors")) for d in (run_dir, ref.run_dir))
+    assert got.keys() == want.keys() and any(k.startswith("obj.model_") for k in want)
+    for k in want:
+        if k.startswith("obj.model_"):
+            assert torch.equal(got[k], want[k]), k
 
 
 @needs_mnist

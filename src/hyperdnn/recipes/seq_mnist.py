@@ -10,17 +10,15 @@ test accuracy after the last epoch (no model selection on the test set).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperdnn.data.mnist import load_mnist
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.recipes import boolean, non_negative, positive, recipe, some_of
+from hyperdnn.recipes._classifiers import standardized_mnist, train_classifiers
 from hyperdnn.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
@@ -107,56 +105,19 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1000
 @recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
-    data = load_mnist(ctx.data_dir)
-    if cfg.train_subset > len(data.train_images):
-        raise ConfigError(
-            f"seq-mnist: train_subset={cfg.train_subset} is more than the {len(data.train_images)} training images"
-        )
-    dev = ctx.device
-    mean, std = 0.1307, 0.3081
-
-    def prep(x: Tensor) -> Tensor:
-        return ((x.float() / 255.0 - mean) / std).to(dev)  # (N, 28, 28): rows are the time steps
-
-    n_train = cfg.train_subset or len(data.train_images)
-    xtr, ytr = prep(data.train_images[:n_train]), data.train_labels[:n_train].to(dev)
-    xte, yte = prep(data.test_images), data.test_labels.to(dev)
-    steps_per_epoch = len(xtr) // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs
-    models = {k: build(k, cfg).to(dev) for k in cfg.models}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr) for k, m in models.items()}
-    ctx.track(**{f"model_{k}": m for k, m in models.items()}, **{f"opt_{k}": o for k, o in opts.items()})
-    state = ctx.restore({"model": 0, "step": 0, "results": {}})
-    perm, perm_key = None, None
-    ctx.progress(total=total * len(cfg.models))
-    while state["model"] < len(cfg.models):
-        kind = cfg.models[state["model"]]
-        model, opt = models[kind], opts[kind]
-        while state["step"] < total:
-            epoch, i = divmod(state["step"], steps_per_epoch)
-            if perm_key != (state["model"], epoch):  # the order of an epoch is a function of (seed, epoch): exact resume
-                gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)
-                perm, perm_key = torch.randperm(len(xtr), generator=gen).to(dev), (state["model"], epoch)
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * state["step"] / total)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            state["step"] += 1
-            if state["step"] % steps_per_epoch == 0:
-                ctx.log(kind="epoch", model=kind, epoch=state["step"] // steps_per_epoch, test_acc=accuracy(model, xte, yte))
-            ctx.step_done(loss=loss.item(), model=kind)
-        hidden = model.rnn.hidden_size
-        res = {"test_acc": accuracy(model, xte, yte), "params": _count(model), "hidden": hidden}
-        state["results"][kind] = res
-        ctx.log(kind="final", model=kind, **res)
-        state["model"] += 1
-        state["step"] = 0
-    ctx.close_progress()
-    results = state["results"]
+    (xtr, ytr), (xte, yte) = standardized_mnist(ctx, "seq-mnist", cfg.train_subset, channel=False)
+    models = {k: build(k, cfg).to(ctx.device) for k in cfg.models}
+    results = train_classifiers(
+        ctx,
+        models,
+        (xtr, ytr),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        evaluate=lambda model: {"test_acc": accuracy(model, xte, yte)},
+        final=lambda kind, model: {"test_acc": accuracy(model, xte, yte), "params": _count(model), "hidden": model.rnn.hidden_size},
+        clip=cfg.clip,
+    )
     ctx.table(
         f"Sequential MNIST (row by row), test accuracy after {cfg.epochs} epochs",
         ["model", "hidden", "params", "test accuracy", "test error %"],
