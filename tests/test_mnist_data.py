@@ -16,7 +16,7 @@ from hyperdnn.data.mnist import MNIST_FILES, data_root, load_mnist, read_idx
 from hyperdnn.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
+SHARED = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data").resolve()  # absolute: tests link to its files from tmp dirs
 HAVE_MNIST = (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 NO_NET = ("http://127.0.0.1:9/",)  # nothing listens on the discard port: download fails fast
 

@@ -120,14 +120,23 @@ def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequen
     if targets.dim() != 2 or targets.shape[1] != model.spec.numel:  # type: ignore[attr-defined]
         raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")  # type: ignore[attr-defined]
     if delta is None:
-        current = _task_weights(model, ids)  # (n, P)
+        theta = model.weights(task=ids)  # type: ignore[operator]
     else:
         outputs = model.hypernetwork.outputs  # type: ignore[attr-defined]
         params = {n: (p + delta[n].detach() if n in delta else p) for n, p in outputs.named_parameters()}
         z = model.condition(task=ids).z  # type: ignore[operator]  # (n, d)
         theta = torch.func.functional_call(outputs, params, (z,))
-        current = flat_weights(theta, _names(model), groups=ids.shape[0])
-    return (current - targets[ids]).pow(2).sum(dim=1).mean()
+    # all earlier tasks in order (the usual case): the stored rows as they are, no gathered copy
+    every = tasks is None or (ids.numel() == targets.shape[0] and bool((ids == torch.arange(ids.numel(), device=device)).all()))
+    wanted = targets if every else targets[ids]
+    # tensor by tensor against column views of the targets: no (n, P) concatenation, and
+    # mse_loss fuses difference, square and sum (and their backward) in one pass each
+    total, start = targets.new_zeros(()), 0
+    for name in _names(model):
+        w = theta[name].reshape(ids.shape[0], -1)
+        total = total + F.mse_loss(w, wanted[:, start : start + w.shape[1]], reduction="sum")
+        start += w.shape[1]
+    return total / ids.shape[0]
 
 
 @torch.no_grad()
