@@ -25,16 +25,13 @@ Writes benchmarks/results/cl_step_speed.json with the command and git commit.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.report import write_record
 from benchmarks.timing import interleaved
 from hyperdnn.methods.continual import adam_lookahead, flat_weights, output_regularizer, store_targets
 from hyperdnn.recipes._continual import chunked_spec
@@ -108,16 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run(th, n, args.rounds)
             results[f"{th} threads, {n} earlier tasks"] = r
             print(f"| {n} | {r['plain formula']['s']:.3f} | {r['hyperdnn']['s']:.3f} | {r['hyperdnn']['ratio']:.2f}x |", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    record = {
-        "command": "python -m benchmarks.cl_step_speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git_commit": commit,
-        "results": results,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "loadavg_at_end": os.getloadavg()},
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    out = write_record(args.out, "python -m benchmarks.cl_step_speed " + " ".join(sys.argv[1:] if argv is None else argv), results=results)
     print(f"\nwrote {out}")
     return 0
 

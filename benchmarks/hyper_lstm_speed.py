@@ -29,10 +29,6 @@ benchmarks/results/hyper_lstm_speed.json, with the command and git commit.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.report import write_record
 from benchmarks.timing import interleaved
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
@@ -102,28 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|")
         for name, r in results[str(th)].items():
             print(f"| {name} | {r['s']:.3f} | {r['ratio']:.2f}x |")
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    record = {
-        "command": "python -m benchmarks.hyper_lstm_speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git_commit": commit,
-        "workload": {k: getattr(args, k) for k in ("seq", "batch", "hidden", "hyper", "nz", "input", "rounds")},
-        "results_by_threads": results,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "loadavg_at_end": os.getloadavg(),
-        },
-        "goal": "HyperLSTM / nn.LSTM <= 3x",
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    out = write_record(
+        args.out,
+        "python -m benchmarks.hyper_lstm_speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        workload={k: getattr(args, k) for k in ("seq", "batch", "hidden", "hyper", "nz", "input", "rounds")},
+        results_by_threads=results,
+        goal="HyperLSTM / nn.LSTM <= 3x",
+    )
     print(f"\nwrote {out}")
     return 0
 

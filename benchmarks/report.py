@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,27 @@ GOAL_RATIO = 1.10
 GOAL_MEMORY = 1.3
 #: rows that are not peer libraries (excluded from "the fastest peer")
 NOT_PEERS = {"limit", "limit-dense", "plain target", "hyperdnn"}
+
+
+def write_record(path: str | Path, command: str, **fields: Any) -> Path:
+    """Write a benchmark's JSON record: the command, the git commit, ``fields`` and the machine.
+
+    Args:
+        path: the JSON file (its folder is made).
+        command: how the benchmark was run.
+        **fields: the benchmark's own entries (workload, results, goal, ...).
+    """
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    import torch
+
+    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "loadavg_at_end": os.getloadavg()}
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command, "git_commit": commit, **fields, "machine": machine}, indent=2))
+    return out
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
