@@ -67,7 +67,7 @@ def test_seq_mnist_short(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, config, stop_at",
     [
-        # stops inside the second model's second epoch, and inside the first model's first epoch
+        # ha-mnist: 6 steps an epoch, stops in the second model's first epoch; seq-mnist: 3 steps an epoch, stops in the first model's first
         ("ha-mnist", dict(epochs=2, batch_size=50, train_subset=300), 17),
         ("seq-mnist", dict(epochs=2, batch_size=32, train_subset=96, hidden=16, hyper_size=8, models=("hyper-lstm", "lstm")), 2),
     ],
