@@ -22,7 +22,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -57,15 +56,10 @@ def _machine() -> dict:
         mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem_gb = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
     return {
         "cpu": cpu, "logical_cpus": os.cpu_count(), "memory_gb": mem_gb and round(mem_gb, 1),
         "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-        "git_commit": commit, "load_average_at_start": os.getloadavg(),
+        "git_commit": report.git_commit(), "load_average_at_start": os.getloadavg(),
     }
 
 

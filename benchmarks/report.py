@@ -10,12 +10,22 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .run import HEADER, Row, fmt_row
 
 GOAL_RATIO = 1.10
 GOAL_MEMORY = 1.3
 #: rows that are not peer libraries (excluded from "the fastest peer")
 NOT_PEERS = {"limit", "limit-dense", "plain target", "hyperdnn"}
+
+
+def git_commit() -> str:
+    """The checkout's short commit hash, or "" outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return ""
 
 
 def write_record(path: str | Path, command: str, **fields: Any) -> Path:
@@ -26,16 +36,10 @@ def write_record(path: str | Path, command: str, **fields: Any) -> Path:
         command: how the benchmark was run.
         **fields: the benchmark's own entries (workload, results, goal, ...).
     """
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
-    import torch
-
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "loadavg_at_end": os.getloadavg()}
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": command, "git_commit": commit, **fields, "machine": machine}, indent=2))
+    out.write_text(json.dumps({"command": command, "git_commit": git_commit(), **fields, "machine": machine}, indent=2))
     return out
 
 
