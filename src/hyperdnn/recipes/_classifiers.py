@@ -48,6 +48,16 @@ def standardized_mnist(ctx: RunContext, part: str, train_subset: int, channel: b
     return (prep(data.train_images[:n_train]), data.train_labels[:n_train].to(ctx.device)), (prep(data.test_images), data.test_labels.to(ctx.device))
 
 
+@torch.no_grad()
+def count_correct(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1000) -> int:
+    """How many of ``images`` the classifier labels right, in eval mode (its mode is restored)."""
+    was = model.training
+    model.eval()
+    correct = sum((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item() for i in range(0, len(images), batch))
+    model.train(was)
+    return int(correct)
+
+
 def train_classifiers(
     ctx: RunContext,
     models: dict[str, nn.Module],

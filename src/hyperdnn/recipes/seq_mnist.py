@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.recipes import boolean, non_negative, positive, recipe, some_of
-from hyperdnn.recipes._classifiers import standardized_mnist, train_classifiers
+from hyperdnn.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
 from hyperdnn.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
@@ -92,14 +91,9 @@ def build(kind: str, cfg: Config) -> RowClassifier:
     raise ConfigError(f"seq-mnist: unknown model {kind!r} (expected one of {', '.join(MODELS)})")
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1000) -> float:
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     """Fraction of correctly classified images."""
-    was = model.training
-    model.eval()
-    correct = sum((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item() for i in range(0, len(images), batch))
-    model.train(was)
-    return correct / len(images)
+    return count_correct(model, images, labels) / len(images)
 
 
 @recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config)
