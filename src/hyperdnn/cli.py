@@ -119,6 +119,7 @@ def _build_parser(recipe: Any = None) -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the recipes, one line each", description="List the recipes, one line each.")
 
     bench = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS)", description="Run the project's benchmarks: 'python -m benchmarks ARGS' from a checkout. Every argument after 'bench' is passed on, e.g. 'hyperdnn bench --quick' (see 'python -m benchmarks --help').")
+    # only for the help text: main() passes everything after 'bench' on before argparse sees it
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
     return parser
 
@@ -256,12 +257,12 @@ def _cmd_run(args: argparse.Namespace, recipe: Any, argv: list[str]) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(args: list[str]) -> int:
     # `python -m benchmarks` finds the package in the current directory (a checkout)
     if not (Path.cwd() / "benchmarks" / "__main__.py").is_file():
         print("hyperdnn bench: no 'benchmarks' package here; run it from a checkout of the hyperdnn repository (the benchmarks/ folder is not installed)", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args])
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"] and argv[1:] not in (["-h"], ["--help"]):
             # everything after 'bench' belongs to the benchmarks, options included (no '--' needed)
             rest = argv[2:] if argv[1:2] == ["--"] else argv[1:]
-            return _cmd_bench(argparse.Namespace(args=rest))
+            return _cmd_bench(rest)
         recipe = _peek_recipe(argv)
         args = _build_parser(recipe).parse_args(argv)
         if args.command == "run" and args.recipe is not None and (recipe is None or args.recipe != recipe.name):
@@ -282,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
             args = _build_parser(recipe).parse_args(argv)
         if args.command == "list":
             return _cmd_list()
-        if args.command == "bench":
-            return _cmd_bench(args)
         return _cmd_run(args, recipe, argv)
     except HyperDNNError as e:
         print(f"hyperdnn: error: {e}", file=sys.stderr)
