@@ -31,6 +31,7 @@ OUTPUTS = {
     "chunk": lambda: hd.ChunkWise(chunk_size=17, chunk_dim=5),
     "lowrank": lambda: hd.LowRank(rank=2),
     "additive": lambda: hd.Additive(hd.ChunkWise(chunk_size=20, chunk_dim=4), zero_init=False),
+    "lora": lambda: hd.Additive(hd.LowRank(rank=2), scale=0.5, zero_init=False),
 }
 
 
@@ -50,7 +51,7 @@ def build(inp: str, body: str, out: str) -> tuple[hd.HyperDNN, dict]:
 @pytest.mark.parametrize("body", list(BODIES))
 @pytest.mark.parametrize("inp", list(INPUTS))
 def test_shapes_and_gradients(inp: str, body: str, out: str) -> None:
-    if inp == "none" and out in ("once", "multihead", "lowrank") and (out == "once" or body in ("mlp", "linear")):
+    if inp == "none" and out in ("once", "multihead", "lowrank", "lora") and (out == "once" or body in ("mlp", "linear")):
         with pytest.raises(hd.ConfigError, match="sees no input"):
             build(inp, body, out)
         return

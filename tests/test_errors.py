@@ -109,7 +109,7 @@ def test_non_finite_weights_are_detected_on_request() -> None:
     with pytest.raises(hd.NonFiniteWeightsError, match="generated weight '0.weight' holds NaN"):
         model(x, condition=torch.tensor([math.nan, 0.0, 0.0]))
     with pytest.raises(hd.NonFiniteWeightsError, match="holds Inf"):
-        hd.check_finite({"w": torch.tensor([1.0, math.inf])})
+        hd.require_finite({"w": torch.tensor([1.0, math.inf])})
 
 
 def test_run_target_checks_the_weights() -> None:

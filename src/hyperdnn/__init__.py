@@ -26,7 +26,8 @@ from .errors import (
     NonFiniteWeightsError,
     ShapeError,
 )
-from .hyperdnn import HyperDNN, check_finite
+from .factored import Factored
+from .hyperdnn import HyperDNN, require_finite
 from .hypernetwork import HyperNetwork
 from .layers import HyperLSTM, HyperLSTMCell, LayerNormLSTM, conv_kernels, hyper_conv
 from .outputs import Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead
@@ -39,7 +40,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Additive",
     "Attention",
-    "check_finite",
     "CheckpointError",
     "ChunkWise",
     "ComponentWise",
@@ -50,6 +50,7 @@ __all__ = [
     "DataEncoder",
     "DataError",
     "External",
+    "Factored",
     "GenerateOnce",
     "HDTypeError",
     "hyper_conv",
@@ -66,6 +67,7 @@ __all__ = [
     "MultiHead",
     "Noise",
     "NonFiniteWeightsError",
+    "require_finite",
     "RNN",
     "save",
     "ShapeError",

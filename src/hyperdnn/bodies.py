@@ -58,6 +58,11 @@ class MLP:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"MLP: dropout must be in [0, 1) (got {self.dropout})")
 
+    @property
+    def mixes_tokens(self) -> bool:
+        """Whether the built body lets components see each other (then they need embeddings)."""
+        return False
+
     def build(self, in_features: int) -> BodyModule:
         return MLPBody(in_features, self.hidden, self.activation, self.dropout)
 
@@ -121,6 +126,11 @@ class RNN:
         if not isinstance(self.layers, int) or self.layers <= 0:
             raise ConfigError(f"RNN: layers must be a positive int (got {self.layers!r})")
 
+    @property
+    def mixes_tokens(self) -> bool:
+        """Whether the built body lets components see each other (then they need embeddings)."""
+        return True
+
     def build(self, in_features: int) -> BodyModule:
         return RNNBody(in_features, self.hidden, self.cell, self.layers)
 
@@ -163,6 +173,11 @@ class Attention:
                 raise ConfigError(f"Attention: {name} must be a positive int (got {v!r})")
         if self.dim % self.heads:
             raise ConfigError(f"Attention: heads ({self.heads}) must divide dim ({self.dim})")
+
+    @property
+    def mixes_tokens(self) -> bool:
+        """Whether the built body lets components see each other (then they need embeddings)."""
+        return True
 
     def build(self, in_features: int) -> BodyModule:
         return AttentionBody(in_features, self.dim, self.heads, self.layers, self.ff or 4 * self.dim)

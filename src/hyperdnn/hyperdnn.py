@@ -2,36 +2,48 @@
 
     y = F(x; H(c; phi))
 
-The target stays an ordinary module run with ``torch.func.functional_call``
-(one weight set) or through :mod:`hyperdnn.batched` (one weight set per sample
-or per ensemble member); only phi and the target's own, non-generated
-parameters are trained.
+The target stays an ordinary module. Generated weights enter it one way, through
+:class:`~hyperdnn.weight_slots.WeightSlots` (``functional_call`` semantics: in
+place for the call, restored in ``finally``): one weight set runs the module's
+own forward; one weight set per sample or per ensemble member runs the batched
+rules of :mod:`hyperdnn.batched` inside the same mechanism. Only phi and the
+target's own, non-generated parameters are trained.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
-from .batched import call_batched, materialize, repeat_groups
+from .batched import call_batched, repeat_groups
 from .conditioning import Condition
-from .errors import HDTypeError, NonFiniteWeightsError, ShapeError
+from .errors import ConfigError, HDTypeError, NonFiniteWeightsError, ShapeError
 from .hypernetwork import HyperNetwork
-from .outputs.low_rank import LowRankOutput
+from .factored import Factored, densify
 from .selection import Selector
 from .summary import Summary, summarize
-from .target import StaticCaller, TargetSpec, check_weights, prepare_target
+from .target import TargetSpec, check_weights, prepare_target
+from .weight_slots import WeightSlots
 
 
-def check_finite(theta: dict[str, Tensor]) -> None:
-    """Raises ``NonFiniteWeightsError`` naming the first generated tensor that holds NaN or Inf."""
-    for name, t in theta.items():
-        if not torch.isfinite(t).all():
-            bad = "NaN" if torch.isnan(t).any() else "Inf"
-            raise NonFiniteWeightsError(f"HyperDNN: generated weight {name!r} holds {bad} values")
+def require_finite(weights: dict[str, Tensor | Factored]) -> None:
+    """Raises ``NonFiniteWeightsError`` naming the first generated tensor that holds NaN or Inf.
+
+    Args:
+        weights: ``{name: tensor}`` as returned by ``HyperDNN.weights``; ``Factored``
+            values are checked part by part (``name[A]``, ``name[B]``, ``name[base]``).
+    """
+    for name, w in weights.items():
+        parts = {f"{name}[{role}]": t for role, t in w.parts().items()} if isinstance(w, Factored) else {name: w}
+        for label, t in parts.items():
+            if not torch.isfinite(t).all():
+                bad = "NaN" if torch.isnan(t).any() else "Inf"
+                raise NonFiniteWeightsError(f"HyperDNN: generated weight {label!r} holds {bad} values")
 
 
 class HyperDNN(nn.Module):
@@ -83,6 +95,8 @@ class HyperDNN(nn.Module):
         super().__init__()
         if not isinstance(batch_dim, int) or isinstance(batch_dim, bool) or batch_dim < 0:
             raise HDTypeError(f"HyperDNN: batch_dim must be a non-negative int (got {batch_dim!r})")
+        if not isinstance(check_finite, bool):
+            raise HDTypeError(f"HyperDNN: check_finite must be True or False (got {check_finite!r})")
         target_copy, spec, initial = prepare_target(target, generate, freeze)
         spec = spec.with_init(init)
         self.param_order = [n for n, _ in target.named_parameters()]
@@ -98,23 +112,47 @@ class HyperDNN(nn.Module):
         self.init_scheme = init
         self.configs = {"inputs": inputs, "outputs": outputs, "body": body}
         self.frozen = [n for n, p in self.target.named_parameters() if not p.requires_grad]
-        self._call_static = StaticCaller(self.target, spec.names)
+        self._slots = WeightSlots(self.target, spec.names)
+        self._target_keywords = _keywords_of(self.target)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "target" and "target" in self._modules:
+            raise ConfigError(
+                "HyperDNN: the target cannot be replaced after construction (its generated slots, spec and "
+                "hypernetwork heads belong to the first one); build a new HyperDNN(new_target, ...) instead"
+            )
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------ weights
 
     def condition(self, x: Any = None, **conditions: Any) -> Condition:
-        """The condition embedding for a call (see ``hyperdnn.conditioning``)."""
-        return self.hypernetwork.condition(x, conditions)
+        """The condition embedding for a call: ``Condition(z, mode)``, ``z`` of shape
+        ``(dim,)`` (static) or ``(G, dim)`` (per-sample or ensemble).
 
-    def weights(self, x: Any = None, **conditions: Any) -> dict[str, Tensor]:
+        Args:
+            x: the target's input (read only by a ``DataEncoder`` input).
+            **conditions: the inputs' keywords, e.g. ``task=3``.
+        """
+        return self.hypernetwork.condition(x, **conditions)
+
+    def weights(self, x: Any = None, *, dense: bool = True, **conditions: Any) -> dict[str, Any]:
         """Generated weights ``{name: tensor}`` for a condition, with the target's exact shapes
         (plus a leading batch dimension for per-sample or ensemble conditions). Differentiable.
 
-        ``x`` is needed only for a ``DataEncoder`` input.
+        Args:
+            x: needed only for a ``DataEncoder`` input.
+            dense: ``True`` (default) forms every tensor; ``False`` returns low-rank
+                weights as ``hd.Factored`` values (``base + scale * A B^T``), as the
+                output strategy made them.
+            **conditions: the inputs' keywords, e.g. ``task=3``.
         """
-        theta = self.hypernetwork(self.condition(x, **conditions).z)
+        theta = self._generate(self.condition(x, **conditions).z)
+        return densify(theta) if dense else theta
+
+    def _generate(self, z: Tensor) -> dict[str, Any]:
+        theta = self.hypernetwork(z)
         if self.check_finite:
-            check_finite(theta)
+            require_finite(theta)
         return theta
 
     # ------------------------------------------------------------ running
@@ -122,51 +160,32 @@ class HyperDNN(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         keywords = self.hypernetwork.inputs.keywords
         conditions = {k: kwargs.pop(k) for k in keywords if k in kwargs}
+        if kwargs:
+            self._check_target_keywords(kwargs)
         x = args[0] if args else None
-        cond = self.hypernetwork.condition(x, conditions)
+        cond = self.hypernetwork.condition(x, **conditions)
+        theta = self._generate(cond.z)
         if cond.mode == "static":
-            theta = self.hypernetwork(cond.z)
-            if self.check_finite:
-                check_finite(theta)
-            return self._static(theta, args, kwargs)
-        theta = self._batched_weights(cond.z)
+            return self._slots.run(densify(theta), args, kwargs)
         if cond.mode == "per_sample":
             groups = cond.z.shape[0]
             self._check_batch(args, groups)
-            return call_batched(self.target, theta, groups, args, kwargs, self.batch_dim, rows=groups,
-                                aliases=self._call_static.aliases)
+            return call_batched(self._slots, theta, groups, args, kwargs, self.batch_dim, rows=groups)
         return self._ensemble(theta, cond.z.shape[0], args, kwargs)
 
-    def _batched_weights(self, z: Tensor) -> dict[str, Any]:
-        """Weights for G conditions; low-rank outputs stay factored (Linear layers use them as is)."""
-        outputs = self.hypernetwork.outputs
-        if isinstance(outputs, LowRankOutput):
-            theta: dict[str, Any] = {}
-            for p, v in zip(self.spec.params, outputs.factors(z).values()):
-                if isinstance(v, tuple) and len(p.shape) != 2:
-                    v = materialize(v).unflatten(-1, p.shape[1:])
-                theta[p.name] = v
-            if self.check_finite:
-                check_finite({f"{n}[{i}]" if isinstance(v, tuple) else n: t for n, v in theta.items()
-                              for i, t in (enumerate(v) if isinstance(v, tuple) else [(0, v)])})
-            return theta
-        theta = self.hypernetwork(z)
-        if self.check_finite:
-            check_finite(theta)
-        return theta
-
-    def run_target(self, x: Any, weights: dict[str, Tensor], *args: Any, **kwargs: Any) -> Any:
+    def run_target(self, x: Any, weights: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         """Runs the target on ``(x, *args, **kwargs)`` with the given generated weights.
 
         Args:
             weights: ``{name: tensor}`` for every generated parameter, each of the
                 parameter's shape (one weight set) or ``(G, *shape)`` (``G`` sets; the
-                batch of ``x`` then holds ``G * n`` rows, group-major).
+                batch of ``x`` then holds ``G * n`` rows, group-major); ``hd.Factored``
+                values are accepted too (``model.weights(..., dense=False)``).
         """
         groups = check_weights(self.spec, weights)
         all_args = (x, *args)
         if groups is None:
-            return self._static(weights, all_args, kwargs)
+            return self._slots.run(densify(weights), all_args, kwargs)
         rows = None
         if isinstance(x, Tensor):
             bd = self.batch_dim
@@ -176,11 +195,22 @@ class HyperDNN(nn.Module):
                     f"HyperDNN.run_target: x has {rows} rows along dim {bd}; expected a positive multiple of "
                     f"the {groups} weight sets"
                 )
-        return call_batched(self.target, weights, groups, all_args, kwargs, self.batch_dim, rows=rows,
-                            aliases=self._call_static.aliases)
+        return call_batched(self._slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
 
-    def _static(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
-        return self._call_static(theta, args, kwargs)
+    def _check_target_keywords(self, kwargs: dict[str, Any]) -> None:
+        params, open_ended = self._target_keywords
+        if open_ended:
+            return
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            ours = list(self.hypernetwork.inputs.keywords)
+            near = difflib.get_close_matches(unknown[0], ours + sorted(params), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise HDTypeError(
+                f"HyperDNN: keyword {unknown[0]!r} belongs to no input of this model (its inputs take: "
+                f"{', '.join(ours) or 'no keyword'}) and is no argument of the target's forward "
+                f"({', '.join(sorted(params)) or 'none'}){hint}"
+            )
 
     def _check_batch(self, args: tuple, groups: int) -> None:
         x = args[0] if args else None
@@ -193,7 +223,7 @@ class HyperDNN(nn.Module):
                     "a batched condition must give one row per sample"
                 )
 
-    def _ensemble(self, theta: dict[str, Tensor], k: int, args: tuple, kwargs: dict) -> Any:
+    def _ensemble(self, theta: dict[str, Any], k: int, args: tuple, kwargs: dict) -> Any:
         x = args[0] if args else None
         if not isinstance(x, Tensor):
             raise HDTypeError("HyperDNN: an ensemble call needs a tensor x as first argument")
@@ -207,8 +237,8 @@ class HyperDNN(nn.Module):
                 return repeat_groups(a, k, bd)
             return a
 
-        out = call_batched(self.target, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd, rows=k * rows,
-                           aliases=self._call_static.aliases, per_group_stats=True)
+        out = call_batched(self._slots, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd, rows=k * rows,
+                           per_group_stats=True)
 
         def unrep(o):
             if isinstance(o, Tensor) and o.dim() > bd and o.shape[bd] == k * rows:
@@ -220,8 +250,22 @@ class HyperDNN(nn.Module):
     # ------------------------------------------------------------ reporting
 
     def summary(self) -> Summary:
-        """Parameter counts (generated / own / frozen, hypernetwork) and the compression ratio."""
+        """Parameter counts (generated / own / frozen, hypernetwork) and the size ratio
+        ``hypernetwork / generated`` (below 1: the hypernetwork is smaller than what it makes)."""
         return summarize(self)
 
     def extra_repr(self) -> str:
         return f"generated={len(self.spec.params)} tensors ({self.spec.numel:,} numbers), batch_dim={self.batch_dim}"
+
+
+def _keywords_of(target: nn.Module) -> tuple[frozenset[str], bool]:
+    """The keyword arguments the target's forward takes, and whether it takes any (``**kwargs``)."""
+    try:
+        sig = inspect.signature(target.forward)
+    except (TypeError, ValueError):
+        return frozenset(), True
+    params = sig.parameters.values()
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    names = frozenset(p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                          inspect.Parameter.KEYWORD_ONLY))
+    return names, open_ended

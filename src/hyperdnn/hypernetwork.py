@@ -52,9 +52,11 @@ class HyperNetwork(nn.Module):
     def body(self) -> nn.Module:
         return self.outputs.body
 
-    def condition(self, x: Any, conditions: dict[str, Any]) -> Condition:
+    def condition(self, x: Any = None, **conditions: Any) -> Condition:
+        """The condition embedding for a call (see ``HyperDNN.condition``)."""
         return self.inputs(x, conditions)
 
-    def forward(self, z: Tensor) -> dict[str, Tensor]:
-        """Weights from a condition embedding ``z`` of shape ``(dim,)`` or ``(G, dim)``."""
+    def forward(self, z: Tensor) -> dict[str, Any]:
+        """Weights from a condition embedding ``z`` of shape ``(dim,)`` or ``(G, dim)``:
+        ``{name: Tensor | Factored}`` (see :mod:`hyperdnn.factored`)."""
         return self.outputs(z)

@@ -3,10 +3,9 @@
 The user's module is never modified. :func:`prepare_target` makes a private copy
 in which every generated parameter is replaced by an empty, non-persistent
 buffer (so it is neither trained as an ordinary parameter nor stored twice);
-the generated tensors are passed in at call time by :class:`StaticCaller` (one
-weight set; ``functional_call`` semantics, filled and emptied in ``try``/``finally``)
-or through the batched path of
-:mod:`hyperdnn.batched` (one weight set per sample or per ensemble member).
+the generated tensors are put in those slots for each call by
+:class:`~hyperdnn.weight_slots.WeightSlots`, the one mechanism every path
+(one weight set, per-sample weight sets, ensembles) runs through.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, ShapeError
+from .factored import Factored
 from .selection import Selector, select
 
 
@@ -56,9 +56,6 @@ class TargetSpec:
     @property
     def numel(self) -> int:
         return sum(p.numel for p in self.params)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"params": [[p.name, list(p.shape)] for p in self.params]}
 
     def with_init(self, scheme: str) -> "TargetSpec":
         """The spec with the scale the generated weights should start at.
@@ -126,7 +123,6 @@ def prepare_target(
 
     params = dict(module.named_parameters())
     initial = {n: params[n] for n in gen_names}
-    gen_ids = {id(params[n]) for n in gen_names}
     # The memo makes deepcopy put an empty placeholder where a generated parameter was,
     # so a large target is never copied in full.
     memo: dict[int, Any] = {}
@@ -156,12 +152,12 @@ def prepare_target(
         m, s = _stats(params[n])
         means.append(m)
         stds.append(s)
-    del gen_ids
     return target, TargetSpec(tuple(specs), tuple(means), tuple(stds)), initial
 
 
-def check_weights(spec: TargetSpec, theta: dict[str, Tensor]) -> int | None:
-    """Checks that ``theta`` holds exactly the generated parameters with the right shapes.
+def check_weights(spec: TargetSpec, theta: dict[str, Any]) -> int | None:
+    """Checks that ``theta`` holds exactly the generated parameters with the right shapes
+    (dense tensors, or ``Factored`` values of the parameter's shape).
 
     Returns:
         ``None`` for one weight set, or the size of the leading batch dimension.
@@ -177,7 +173,13 @@ def check_weights(spec: TargetSpec, theta: dict[str, Tensor]) -> int | None:
     batch: int | None = None
     for i, p in enumerate(spec.params):
         t = theta[p.name]
-        if tuple(t.shape) == p.shape:
+        if isinstance(t, Factored):
+            if tuple(t.shape) != p.shape:
+                raise ShapeError(f"HyperDNN: factored weight {p.name!r} has shape {t.shape}; expected {p.shape}")
+            b = t.groups
+        elif not isinstance(t, Tensor):
+            raise ShapeError(f"HyperDNN: weight {p.name!r} is a {type(t).__name__}; expected a tensor or hd.Factored")
+        elif tuple(t.shape) == p.shape:
             b = None
         elif tuple(t.shape[1:]) == p.shape:
             b = t.shape[0]
@@ -193,58 +195,3 @@ def check_weights(spec: TargetSpec, theta: dict[str, Tensor]) -> int | None:
                 f"HyperDNN: weight {p.name!r} has batch {b} but {spec.params[0].name!r} has batch {batch}"
             )
     return batch
-
-
-class StaticCaller:
-    """Runs the prepared target with one weight set, as ``functional_call`` does, but faster.
-
-    The generated slots are buffers of HyperDNN's private copy of the target, so
-    they can be filled for the duration of the call and emptied in ``finally``;
-    this skips ``functional_call``'s general name resolution, which costs more than
-    a small target's whole forward pass. Tied names are filled together, and
-    ``nn.RNNBase``'s own list of weights is kept in step.
-    """
-
-    def __init__(self, target: nn.Module, names: list[str]) -> None:
-        self.target = target
-        wanted = set(names)
-        first: dict[int, str] = {}
-        self.slots: dict[str, list[tuple[nn.Module, str]]] = {n: [] for n in names}
-        #: name -> the other names under which the same (tied) tensor is reachable
-        self.aliases: dict[str, list[str]] = {}
-        for mod_name, mod in target.named_modules(remove_duplicate=False):
-            for attr, buf in mod._buffers.items():
-                full = f"{mod_name}.{attr}" if mod_name else attr
-                if buf is None:
-                    continue
-                key = first.setdefault(id(buf), full) if full in wanted or id(buf) in first else None
-                if key is not None and key in self.slots:
-                    self.slots[key].append((mod, attr))
-                    if full != key:
-                        self.aliases.setdefault(key, []).append(full)
-        missing = [n for n, s in self.slots.items() if not s]
-        if missing:
-            raise ConfigError(f"HyperDNN: internal error, no slot for generated tensors {missing}")
-        self.rnn: list[tuple[nn.Module, int, str]] = []
-        for n, slots in self.slots.items():
-            for mod, attr in slots:
-                if isinstance(mod, nn.RNNBase) and attr in mod._flat_weights_names:
-                    self.rnn.append((mod, mod._flat_weights_names.index(attr), n))
-
-    def __call__(self, theta: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
-        # The empty placeholders are read at each call, so .to()/.double() on the model are followed.
-        saved = [(mod, attr, mod._buffers[attr]) for slots in self.slots.values() for mod, attr in slots]
-        try:
-            for name, slots in self.slots.items():
-                t = theta[name]
-                for mod, attr in slots:
-                    mod._buffers[attr] = t
-            for mod, i, name in self.rnn:
-                mod._flat_weights[i] = theta[name]
-            return self.target(*args, **kwargs)
-        finally:
-            for mod, attr, empty in saved:
-                mod._buffers[attr] = empty
-            for mod, i, name in self.rnn:
-                first_mod, first_attr = self.slots[name][0]
-                mod._flat_weights[i] = first_mod._buffers[first_attr]

@@ -28,18 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ShapeError
+from ..factored import Factored, dense
+from ..weight_slots import WeightSlots
 from .fallback import vmap_rule
-from .linear_conv import linear
 from .norm import batch_norm
-from .rules import BATCH_POSITION, RULES, SUBTREE_RULES
-
-
-def materialize(w: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-    """Low-rank factors ``(A, B)`` -> ``A @ B^T``; tensors pass through."""
-    if isinstance(w, tuple):
-        a, b = w
-        return torch.matmul(a, b.transpose(-1, -2))
-    return w
+from .rules import BATCH_POSITION, FACTORED_RULES, RULES, SUBTREE_RULES
 
 
 def _plan(target: nn.Module, names: list[str], per_group_stats: bool) -> list[tuple[nn.Module, Any, dict[str, str]]]:
@@ -94,55 +87,49 @@ def _mha_fastpath_off():
 
 
 def call_batched(
-    target: nn.Module,
-    theta: dict[str, Any],
+    slots: WeightSlots,
+    theta: dict[str, Tensor | Factored],
     groups: int,
     args: tuple,
     kwargs: dict,
     batch_dim: int = 0,
     rows: int | None = None,
-    aliases: dict[str, list[str]] | None = None,
     per_group_stats: bool = False,
 ) -> Any:
-    """Runs ``target(*args, **kwargs)`` with per-group weights.
+    """Runs the target ``slots.target(*args, **kwargs)`` with per-group weights.
 
     Args:
-        target: the prepared target copy (generated names are empty buffers).
-        theta: name -> tensor of shape ``(G, *param_shape)``, or for a Linear weight
-            low-rank factors ``(A (G, out, r), B (G, in, r))``.
+        slots: the prepared target's weight slots (the one way weights enter it).
+        theta: name -> tensor of shape ``(G, *param_shape)``, or a ``Factored`` value
+            with ``G`` groups (Linear, Conv and Embedding use its parts; other modules
+            get it formed).
         groups: ``G``.
         args, kwargs: the target's inputs, with ``G * n`` rows (group-major) along
             ``batch_dim``.
         batch_dim: where the batch lives in the inputs of generic modules
             (recurrent and attention modules use their own ``batch_first``).
         rows: ``G * n``, the batch of the call; modules must see a multiple of it.
-        aliases: name -> other names of the same tied tensor.
         per_group_stats: BatchNorm in training mode normalises each group with its
             own statistics (ensembles: members are independent models).
     """
-    if aliases:
-        theta = dict(theta)
-        for name, others in aliases.items():
-            if name in theta:
-                for other in others:
-                    theta[other] = theta[name]
-    plan = _plan(target, list(theta), per_group_stats)
-    patched: list[tuple[nn.Module, Any]] = []
-    try:
-        for mod, rule, local in plan:
-            weights = {loc: theta[full] for full, loc in local.items()}
-            if rule is not linear:
-                weights = {k: materialize(v) for k, v in weights.items()}
-            patched.append((mod, mod.__dict__.get("forward")))
-            mod.forward = _bind(rule, mod, weights, groups, batch_dim, rows)
-        with _mha_fastpath_off():
-            return target(*args, **kwargs)
-    finally:
-        for mod, before in reversed(patched):
-            if before is None:
-                mod.__dict__.pop("forward", None)
-            else:
-                mod.forward = before
+    full = dict(theta)
+    for name, others in slots.aliases.items():
+        if name in full:
+            for other in others:
+                full[other] = full[name]
+    in_slots: dict[str, Any] = {}
+    forwards = []
+    for mod, rule, local in _plan(slots.target, list(full), per_group_stats):
+        weights = {loc: full[name] for name, loc in local.items()}
+        if rule not in FACTORED_RULES:
+            weights = {k: dense(v) for k, v in weights.items()}
+        for name, loc in local.items():
+            in_slots[name] = weights[loc]
+        forwards.append((mod, _bind(rule, mod, weights, groups, batch_dim, rows)))
+    # The slots hold what the modules compute with, so hooks see the same tensors.
+    filled = {n: in_slots.get(n, full[n]) for n in slots.slots}
+    with slots.filled(filled, forwards), _mha_fastpath_off():
+        return slots.target(*args, **kwargs)
 
 
 def _bind(rule, mod, weights, groups, batch_dim, rows):
@@ -170,4 +157,4 @@ def repeat_groups(x: Tensor, groups: int, batch_dim: int) -> Tensor:
     return xe.flatten(batch_dim, batch_dim + 1)
 
 
-__all__ = ["call_batched", "materialize", "repeat_groups"]
+__all__ = ["call_batched", "repeat_groups"]

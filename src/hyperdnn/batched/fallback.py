@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from torch import Tensor
-from torch.func import functional_call, vmap
+from torch.func import vmap
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_map
 
 from ..errors import ShapeError
@@ -34,14 +35,13 @@ def vmap_rule(mod, w, groups: int, batch_dim: int, *args, **kwargs):
     arg_dims = tree_map(lambda a: 0 if batched(a) else None, args)
     kw_dims = tree_map(lambda a: 0 if batched(a) else None, kwargs)
 
-    patched = mod.__dict__.pop("forward", None)
+    forward = type(mod).forward
 
     def one(weights, a, kw):
-        return functional_call(mod, weights, a, kw, strict=False, tie_weights=True)
+        # The module's own forward under functional_call's reparametrisation: the module's
+        # hooks already ran around the batched call, so they are not run again per sample.
+        with _reparametrize_module(mod, weights, tie_weights=True, strict=False):
+            return forward(mod, *a, **kw)
 
-    try:
-        out = vmap(one, in_dims=(0, arg_dims, kw_dims))(w, flat_args, flat_kwargs)
-    finally:
-        if patched is not None:
-            mod.forward = patched
+    out = vmap(one, in_dims=(0, arg_dims, kw_dims))(w, flat_args, flat_kwargs)
     return tree_map(lambda o: o.movedim(0, batch_dim).flatten(batch_dim, batch_dim + 1) if isinstance(o, Tensor) else o, out)

@@ -2,42 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
+from ..factored import Factored
 from ._util import get, groups_back, groups_first
 
 
 def linear(mod: nn.Linear, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
     """``y = x W^T + b`` with ``W: (G, out, in)``, rows of ``x`` grouped by weight set.
 
-    ``W`` may also be low-rank factors ``(A, B)`` with ``W = A B^T``; then
-    ``y = (x B) A^T`` costs ``r (in + out)`` per row instead of ``in * out``.
+    ``W`` may also be ``Factored`` (``W = W0 + s A B^T``); then
+    ``y = x W0^T + s (x B) A^T`` costs ``r (in + out)`` per row for the low-rank
+    part and never forms a per-group ``(out, in)`` matrix.
     """
     weight, _ = get(mod, w, "weight")
     bias, bias_b = get(mod, w, "bias")
     xg, moved = groups_first(x, groups, batch_dim)  # (G, n*, in)
-    if isinstance(weight, tuple):
-        a, b = weight  # (G, out, r), (G, in, r)
-        y = torch.matmul(torch.matmul(xg, b), a.transpose(-1, -2))  # (G, n*, out)
-        if bias is not None:
-            y = y + (bias.unsqueeze(1) if bias_b else bias)
-        return groups_back(y, moved, y.shape[-1], batch_dim)
-    if weight.dim() == 3:
-        # (W x^T)^T rather than x W^T: the weight's gradient then comes out in W's own
-        # layout, so gathering it into the flat theta gradient needs no transposing copy.
-        y = torch.matmul(weight, xg.transpose(-1, -2)).transpose(-1, -2)  # (G, n*, out)
+    if isinstance(weight, Factored):
+        y = torch.matmul(torch.matmul(xg, weight.b), weight.a.transpose(-1, -2))  # (G, n*, out)
+        if weight.scale != 1.0:
+            y = weight.scale * y
+        if weight.base is not None:
+            y = _dense_linear(weight.base, xg) + y
     else:
-        y = torch.matmul(xg, weight.t())
+        y = _dense_linear(weight, xg)
     if bias is not None:
         y = y + (bias.unsqueeze(1) if bias_b else bias)
     return groups_back(y, moved, y.shape[-1], batch_dim)
 
 
+def _dense_linear(weight: Tensor, xg: Tensor) -> Tensor:
+    """``xg (G, n*, in)`` times a weight ``(G, out, in)`` per group or ``(out, in)`` shared."""
+    if weight.dim() == 3:
+        # (W x^T)^T rather than x W^T: the weight's gradient then comes out in W's own
+        # layout, so gathering it into the flat theta gradient needs no transposing copy.
+        return torch.matmul(weight, xg.transpose(-1, -2)).transpose(-1, -2)  # (G, n*, out)
+    return torch.matmul(xg, weight.t())
+
+
 def conv(mod: nn.modules.conv._ConvNd, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
-    """Convolution with one kernel per group, as a single grouped convolution."""
+    """Convolution with one kernel per group, as a single grouped convolution.
+
+    A ``Factored`` kernel (``W = W0 + s A B^T`` over ``(out, in * k)``) runs as a
+    convolution to ``r`` channels with ``B`` then a per-group ``1 x 1`` mix with
+    ``A``, plus the shared ``W0`` as one ordinary convolution: no per-group kernel
+    is formed. (With ``mod.groups > 1`` the kernel is formed first.)
+    """
     if batch_dim != 0:
         raise ShapeError(f"{type(mod).__name__}: batched weights need the batch in dim 0 (batch_dim={batch_dim})")
     nd = x.dim() - 2
@@ -48,24 +63,54 @@ def conv(mod: nn.modules.conv._ConvNd, w, groups: int, batch_dim: int, x: Tensor
         )
     weight, w_b = get(mod, w, "weight")
     bias, b_b = get(mod, w, "bias")
-    rows, c_in = x.shape[0], x.shape[1]
-    n = rows // groups
-    spatial = x.shape[2:]
-    if not w_b:
-        weight = weight.unsqueeze(0).expand(groups, *weight.shape)
-    out_c = weight.shape[1]
-    # (G*n, C, *S) -> (n, G*C, *S): each group's kernels see only its own rows.
-    xg = x.reshape(groups, n, c_in, *spatial).transpose(0, 1).reshape(n, groups * c_in, *spatial)
-    kernel = weight.reshape(groups * out_c, *weight.shape[2:])
-    if bias is not None:
-        bias = bias.reshape(-1) if b_b else bias.repeat(groups)
     if mod.padding_mode != "zeros":
-        xg = F.pad(xg, mod._reversed_padding_repeated_twice, mode=mod.padding_mode)
-        padding = 0
+        x = F.pad(x, mod._reversed_padding_repeated_twice, mode=mod.padding_mode)
+        padding: Any = 0
     else:
         padding = mod.padding
-    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
-    y = fn(xg, kernel, bias, mod.stride, padding, mod.dilation, groups * mod.groups)  # (n, G*out, *S')
+    if isinstance(weight, Factored) and mod.groups != 1:
+        weight = weight.dense()
+    if not isinstance(weight, Factored):
+        if not w_b:
+            weight = weight.unsqueeze(0).expand(groups, *weight.shape)
+        if bias is not None:
+            bias = bias.reshape(-1) if b_b else bias.repeat(groups)
+        return _grouped_conv(mod, x, weight, groups, padding, bias)
+    r = weight.a.shape[-1]
+    b_kernel = weight.b.transpose(-1, -2).reshape(*weight.b.shape[:-2], r, *weight.shape[1:])  # (G, r, in, *k)
+    if b_kernel.dim() == nd + 2:
+        b_kernel = b_kernel.expand(groups, *b_kernel.shape)
+    low = _grouped_conv(mod, x, b_kernel, groups, padding)  # (G*n, r, *S')
+    lg = low.reshape(groups, -1, r, *low.shape[2:])  # (G, n, r, *S')
+    a = weight.a if weight.a.dim() == 3 else weight.a.expand(groups, *weight.a.shape)
+    y = torch.einsum("gor,gnr...->gno...", a, lg)  # (G, n, out, *S')
+    if weight.scale != 1.0:
+        y = weight.scale * y
+    if bias is not None:
+        y = y + (bias.reshape(groups, 1, -1, *[1] * nd) if b_b else bias.reshape(-1, *[1] * nd))
+    y = y.reshape(low.shape[0], -1, *low.shape[2:])  # (G*n, out, *S')
+    if weight.base is None:
+        return y
+    if weight.base_batched:
+        return _grouped_conv(mod, x, weight.base, groups, padding) + y
+    return _conv_fn(nd)(x, weight.base, None, mod.stride, padding, mod.dilation, mod.groups) + y
+
+
+def _conv_fn(nd: int):
+    return {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+
+
+def _grouped_conv(mod, x: Tensor, kernel: Tensor, groups: int, padding: Any, bias: Tensor | None = None) -> Tensor:
+    """``x (G*n, C, *S)`` convolved group by group with ``kernel (G, out, C / mod.groups, *k)``
+    (``bias (G * out,)``), as one convolution with ``G * mod.groups`` groups."""
+    nd = x.dim() - 2
+    rows, c_in, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    n = rows // groups
+    out_c = kernel.shape[1]
+    # (G*n, C, *S) -> (n, G*C, *S): each group's kernels see only its own rows.
+    xg = x.reshape(groups, n, c_in, *spatial).transpose(0, 1).reshape(n, groups * c_in, *spatial)
+    y = _conv_fn(nd)(xg, kernel.reshape(groups * out_c, *kernel.shape[2:]), bias, mod.stride, padding,
+                     mod.dilation, groups * mod.groups)  # (n, G*out, *S')
     return y.reshape(n, groups, out_c, *y.shape[2:]).transpose(0, 1).reshape(rows, out_c, *y.shape[2:])
 
 
@@ -76,15 +121,31 @@ def embedding(mod: nn.Embedding, w, groups: int, batch_dim: int, idx: Tensor) ->
             "Embedding: batched weights do not support max_norm, sparse or scale_grad_by_freq "
             f"(got max_norm={mod.max_norm}, sparse={mod.sparse}, scale_grad_by_freq={mod.scale_grad_by_freq})"
         )
-    table = w["weight"]  # (G, V, D)
-    vocab, dim = table.shape[1], table.shape[2]
+    table = w["weight"]  # (G, V, D), or Factored
     im = idx.movedim(batch_dim, 0) if batch_dim else idx
     moved = im.shape
-    offsets = torch.arange(groups, device=idx.device).view(groups, 1) * vocab
-    flat = im.reshape(groups, -1) + offsets  # (G, n*)
-    out = F.embedding(flat, table.reshape(groups * vocab, dim))  # (G, n*, D)
+    flat_idx = im.reshape(groups, -1)  # (G, n*)
+    if isinstance(table, Factored):
+        vocab, dim = table.shape
+        out = torch.matmul(_lookup(table.a, flat_idx, groups, vocab), table.b.transpose(-1, -2))  # (G, n*, D)
+        if table.scale != 1.0:
+            out = table.scale * out
+        if table.base is not None:
+            base = _lookup(table.base, flat_idx, groups, vocab) if table.base_batched else F.embedding(flat_idx, table.base)
+            out = base + out
+    else:
+        vocab, dim = table.shape[1], table.shape[2]
+        out = _lookup(table, flat_idx, groups, vocab)  # (G, n*, D)
     if mod.padding_idx is not None:
-        pad = (im.reshape(groups, -1) == mod.padding_idx).unsqueeze(-1)
+        pad = (flat_idx == mod.padding_idx).unsqueeze(-1)
         out = torch.where(pad, out.detach(), out)  # no gradient into the padding row, as in nn.Embedding
     out = out.reshape(*moved, dim)
     return out.movedim(0, batch_dim) if batch_dim else out
+
+
+def _lookup(table: Tensor, flat_idx: Tensor, groups: int, vocab: int) -> Tensor:
+    """Rows ``table[g, flat_idx[g]]`` of one table per group ``(G, V, D)`` (or ``(V, D)`` shared)."""
+    if table.dim() == 2:
+        return F.embedding(flat_idx, table)
+    offsets = torch.arange(groups, device=flat_idx.device).view(groups, 1) * vocab
+    return F.embedding(flat_idx + offsets, table.reshape(groups * vocab, table.shape[-1]))

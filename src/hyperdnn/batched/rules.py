@@ -48,3 +48,6 @@ BATCH_POSITION = {
     nn.RNN: _batch_first, nn.LSTM: _batch_first, nn.GRU: _batch_first,
     nn.MultiheadAttention: _batch_first,
 }
+
+#: Rules that take ``Factored`` weights in parts; every other rule gets them formed.
+FACTORED_RULES = {linear, conv, embedding}

@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..errors import ConfigError
+from ..factored import Factored
 from .additive import Additive
 from .base import OutputModule
 from .chunk_wise import ChunkWise
@@ -48,5 +49,5 @@ def output_from_json(data: dict[str, Any]) -> Any:
     return OUTPUT_TYPES[kind](**data)
 
 
-__all__ = ["Additive", "ChunkWise", "ComponentWise", "GenerateOnce", "LowRank", "MultiHead", "OutputModule",
+__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "LowRank", "MultiHead", "OutputModule",
            "output_from_json", "output_to_json"]

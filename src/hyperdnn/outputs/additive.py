@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..target import TargetSpec
 from .base import OutputModule, split_flat
+from ..factored import Factored
 from .generate_once import GenerateOnce
 
 
@@ -57,10 +58,12 @@ class AdditiveOutput(OutputModule):
     def body(self):  # type: ignore[override]
         return self.inner.body
 
-    def forward(self, z: Tensor) -> dict[str, Tensor]:
+    def forward(self, z: Tensor) -> dict[str, Tensor | Factored]:
         base = split_flat(self.theta0, self.spec)
         delta = self.inner(z)
-        return {n: base[n] + self.scale * delta[n] for n in base}
+        # A factored delta stays factored (a LoRA: W0 x + s * B (A x) in the target paths).
+        return {n: d.with_base(base[n], self.scale) if isinstance(d, Factored) else base[n] + self.scale * d
+                for n, d in delta.items()}
 
     def calibrate(self, probe: Tensor) -> None:
         self.inner.calibrate(probe)
@@ -72,6 +75,3 @@ class AdditiveOutput(OutputModule):
 
     def zero_(self) -> None:
         self.inner.zero_()
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return self.inner.generated_layers()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -12,10 +10,13 @@ from ..target import TargetSpec
 
 
 class OutputModule(nn.Module):
-    """Built output strategy: ``forward(z) -> {name: tensor}``.
+    """Built output strategy: ``forward(z) -> {name: Tensor | Factored}``.
 
-    ``z`` is ``(cond_dim,)`` for one weight set or ``(G, cond_dim)`` for ``G``; every
-    returned tensor is ``param_shape`` or ``(G, *param_shape)`` accordingly.
+    ``z`` is ``(cond_dim,)`` for one weight set or ``(G, cond_dim)`` for ``G``. Each
+    value is a dense tensor of ``param_shape`` or ``(G, *param_shape)`` accordingly,
+    or a :class:`~hyperdnn.factored.Factored` value of that shape (see there).
+    A new strategy is one file in ``outputs/`` with a config dataclass whose
+    ``build(spec, cond_dim, body, initial)`` returns a subclass of this.
     """
 
     spec: TargetSpec
@@ -31,10 +32,6 @@ class OutputModule(nn.Module):
 
     def zero_(self) -> None:
         """Zeroes the generating layers (used by the additive output)."""
-        raise NotImplementedError
-
-    def generated_layers(self) -> list[nn.Linear]:
-        """The final layers whose outputs are weights."""
         raise NotImplementedError
 
 
@@ -70,7 +67,7 @@ def split_flat(flat: Tensor, spec: TargetSpec) -> dict[str, Tensor]:
     return {p.name: piece.unflatten(-1, p.shape) if p.shape else piece.squeeze(-1) for p, piece in zip(spec.params, pieces)}
 
 
-def std_mean_rows(spec: TargetSpec, device: Any = None) -> tuple[Tensor, Tensor]:
+def std_mean_rows(spec: TargetSpec) -> tuple[Tensor, Tensor]:
     """Per-element target std and mean, ``(P,)`` each, for hyperfan-in of a flat head."""
     std = torch.cat([torch.full((p.numel,), s) for p, s in zip(spec.params, spec.init_std)])
     mean = torch.cat([torch.full((p.numel,), m) for p, m in zip(spec.params, spec.init_mean)])

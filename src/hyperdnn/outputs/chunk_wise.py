@@ -67,6 +67,3 @@ class ChunkWiseOutput(OutputModule):
 
     def zero_(self) -> None:
         zero_(self.head)
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return [self.head]

@@ -129,6 +129,3 @@ class ComponentWiseOutput(OutputModule):
     def zero_(self) -> None:
         for layer in self.w_out.values():
             zero_(layer)
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return list(self.w_out.values())

@@ -42,6 +42,3 @@ class GenerateOnceOutput(OutputModule):
 
     def zero_(self) -> None:
         zero_(self.head)
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return [self.head]

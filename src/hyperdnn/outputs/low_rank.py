@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
+from ..factored import Factored
 from .multi_head import PerTensorTokens
 
 
@@ -68,40 +69,40 @@ class LowRankOutput(PerTensorTokens):
             heads.append(nn.Linear(d, width))
         self.heads = nn.ModuleList(heads)
 
-    def factors(self, z: Tensor) -> dict[str, tuple[Tensor, Tensor] | Tensor]:
-        """{name: (A, B)} for factored matrices (``A: (..., out, r)``, ``B: (..., in, r)``), full tensors otherwise."""
+    def forward(self, z: Tensor) -> dict[str, Tensor | Factored]:
+        """``{name: Factored}`` for factored matrices (``A: (..., out, r)``, ``B: (..., in, r)``),
+        dense tensors for the rest (vectors, and matrices generated in full)."""
         h = self.features(z)
-        out: dict[str, tuple[Tensor, Tensor] | Tensor] = {}
+        out: dict[str, Tensor | Factored] = {}
         for i, (p, head, fac) in enumerate(zip(self.spec.params, self.heads, self.factored)):
             y = head(self.feature_of(h, i))
             if fac:
                 rows = p.shape[0]
-                a = y[..., : rows * self.rank].unflatten(-1, (rows, self.rank))
-                b = y[..., rows * self.rank :].unflatten(-1, (-1, self.rank))
-                out[p.name] = (a, b)
+                a = y[..., : rows * self.rank].unflatten(-1, (rows, self.rank))  # (..., out, r)
+                b = y[..., rows * self.rank :].unflatten(-1, (-1, self.rank))  # (..., in, r)
+                out[p.name] = Factored(a, b, p.shape)
             else:
                 out[p.name] = y.unflatten(-1, p.shape) if p.shape else y.squeeze(-1)
         return out
 
-    def forward(self, z: Tensor) -> dict[str, Tensor]:
-        theta = {}
-        for p, v in zip(self.spec.params, self.factors(z).values()):
-            if isinstance(v, tuple):
-                a, b = v
-                theta[p.name] = torch.matmul(a, b.transpose(-1, -2)).unflatten(-1, p.shape[1:])
-            else:
-                theta[p.name] = v
-        return theta
-
+    @torch.no_grad()
     def calibrate(self, probe: Tensor) -> None:
         h = self.features(probe.to(self.heads[0].weight))
-        for i, (head, fac) in enumerate(zip(self.heads, self.factored)):
+        for i, (p, head, fac) in enumerate(zip(self.spec.params, self.heads, self.factored)):
             std, mean = self.spec.init_std[i], self.spec.init_mean[i]
-            if fac:
-                # Var(A B^T) = r Var(A) Var(B): give both factors std (Var_target / r) ** 0.25.
-                hyperfan_in_(head, self.feature_of(h, i), (std**2 / self.rank) ** 0.25, 0.0)
-            else:
+            if not fac:
                 hyperfan_in_(head, self.feature_of(h, i), std, mean)
+                continue
+            # Var(A B^T) = r Var(A) Var(B): both factors get std (Var_target / r) ** 0.25. A is
+            # generated from the condition; B starts as a constant (its head's bias), learned
+            # from there: a product of two generated factors would scale with |h|^4 and put
+            # some conditions' weights far from the target's scale.
+            factor_std = (std**2 / self.rank) ** 0.25
+            rows_a = p.shape[0] * self.rank
+            stds = torch.zeros(head.out_features)
+            stds[:rows_a] = factor_std
+            hyperfan_in_(head, self.feature_of(h, i), stds, 0.0)
+            head.bias[rows_a:].normal_(0.0, factor_std)
 
     @torch.no_grad()
     def zero_(self) -> None:
@@ -112,6 +113,3 @@ class LowRankOutput(PerTensorTokens):
                 head.bias[p.shape[0] * self.rank :].zero_()
             else:
                 zero_(head)
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return list(self.heads)

@@ -37,10 +37,10 @@ class PerTensorTokens(OutputModule):
     """Shared machinery of outputs with one token per tensor (multi-head, low-rank)."""
 
     def _setup(self, spec: TargetSpec, cond_dim: int, body_cfg, embedding_dim: int) -> None:
-        probe_body = body_cfg.build(cond_dim + embedding_dim)
-        if probe_body.mixes_tokens:
+        # A body that mixes tokens (RNN, attention) needs to tell the tensors apart.
+        if body_cfg.mixes_tokens:
+            self.body = body_cfg.build(cond_dim + embedding_dim)
             self.embeddings = nn.Parameter(torch.randn(len(spec.params), embedding_dim))
-            self.body = probe_body
         else:
             self.embeddings = None
             self.body = body_cfg.build(cond_dim)
@@ -78,6 +78,3 @@ class MultiHeadOutput(PerTensorTokens):
     def zero_(self) -> None:
         for head in self.heads:
             zero_(head)
-
-    def generated_layers(self) -> list[nn.Linear]:
-        return list(self.heads)
