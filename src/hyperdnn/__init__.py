@@ -33,7 +33,18 @@ from .layers import HyperLSTM, HyperLSTMCell, LayerNormLSTM, conv_kernels, hyper
 from .outputs import Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead
 from .summary import Summary
 
-from . import data, methods  # noqa: E402  (subpackages: MNIST/text loaders, continual learning)
+import importlib as _importlib
+from typing import Any as _Any
+
+# Subpackages load on first use (PEP 562): ``import hyperdnn`` stays the core alone,
+# without the download code of ``data`` or what the methods bring.
+_LAZY = ("data", "methods")
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        return _importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'hyperdnn' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

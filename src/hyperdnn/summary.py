@@ -15,7 +15,8 @@ class Summary:
         own: trainable target parameters that are not generated.
         frozen: frozen target parameters.
         hypernetwork: trainable hypernetwork parameters (phi).
-        compression_ratio: ``hypernetwork / generated`` (below 1: H is smaller than what it makes).
+        compression_ratio: ``hypernetwork / generated``, the papers' definition: below 1 means
+            compressed (H is smaller than what it makes); 12.0 means H is 12x larger.
         rows: per target tensor, ``(name, shape, role)``.
     """
 
@@ -39,7 +40,8 @@ class Summary:
         lines.append(f"{'hypernetwork parameters (trainable)':<40}{self.hypernetwork:>14,}")
         if self.hypernetwork_frozen:
             lines.append(f"{'hypernetwork parameters (frozen)':<40}{self.hypernetwork_frozen:>14,}")
-        lines.append(f"{'compression ratio (hypernet / generated)':<40}{self.compression_ratio:>14.4f}")
+        lines.append(f"{'compression ratio (hypernet / generated)':<40}{self.compression_ratio:>14.4f}"
+                     "   (< 1 means compressed)")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
