@@ -66,11 +66,11 @@ from hyperdnn.layers.lstm_core import (
     check_sizes,
     initial_state,
     layer_norm_gates,
+    lstm_options,
     lstm_output,
     lstm_update,
     run_layers,
     sequence_input,
-    set_lstm_options,
 )
 
 __all__ = ["HyperLSTM", "HyperLSTMCell"]
@@ -335,10 +335,11 @@ class HyperLSTM(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
-        set_lstm_options(
-            self, "HyperLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+        (self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout) = lstm_options(
+            "HyperLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             hyper_size=hyper_size, embedding_size=embedding_size,
         )
+        self.hyper_size, self.embedding_size = hyper_size, embedding_size
         self.layer_norm = bool(layer_norm)
         self.cells = nn.ModuleList(
             HyperLSTMCell(

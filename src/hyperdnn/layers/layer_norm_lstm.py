@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from hyperdnn.layers.lstm_core import (
     initial_state,
     layer_norm_gates,
+    lstm_options,
     lstm_output,
     lstm_update,
     run_layers,
     sequence_input,
-    set_lstm_options,
 )
 
 __all__ = ["LayerNormLSTM"]
@@ -68,7 +68,9 @@ class LayerNormLSTM(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        set_lstm_options(self, "LayerNormLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        (self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout) = lstm_options(
+            "LayerNormLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout
+        )
         H = hidden_size
         self.weight_ih = nn.ParameterList(
             nn.Parameter(torch.empty(4 * H, input_size if k == 0 else H)) for k in range(num_layers)

@@ -16,11 +16,11 @@ of shape ``(num_layers, B, width)``, dropout between stacked layers, and the
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
 
@@ -31,11 +31,12 @@ __all__ = [
     "check_sizes",
     "initial_state",
     "layer_norm_gates",
+    "LSTMOptions",
+    "lstm_options",
     "lstm_output",
     "lstm_update",
     "run_layers",
     "sequence_input",
-    "set_lstm_options",
 ]
 
 LN_EPS = 1e-5
@@ -72,8 +73,18 @@ def check_dropout(part: str, dropout: object, num_layers: int, stacklevel: int =
         )
 
 
-def set_lstm_options(
-    module: nn.Module,
+class LSTMOptions(NamedTuple):
+    """nn.LSTM's constructor options, checked (see :func:`lstm_options`)."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+
+
+def lstm_options(
     part: str,
     input_size: int,
     hidden_size: int,
@@ -82,22 +93,18 @@ def set_lstm_options(
     batch_first: bool,
     dropout: float,
     **sizes: int,
-) -> None:
-    """Check nn.LSTM's constructor options and keep them on ``module`` under nn.LSTM's names.
+) -> LSTMOptions:
+    """Check nn.LSTM's constructor options: sizes in the order given (``input_size``,
+    ``hidden_size``, ``num_layers``, then ``sizes``, e.g. ``hyper_size=...``), then dropout.
 
-    Sizes are checked in the order given (``input_size``, ``hidden_size``,
-    ``num_layers``, then ``sizes``, e.g. ``hyper_size=...``), then dropout; the
-    extra ``sizes`` are kept as attributes too. Call from ``module.__init__``
-    (the one-layer dropout warning then names the caller's line).
+    Call from a module's ``__init__`` (the one-layer dropout warning then names the caller's line)::
+
+        (self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+         self.dropout) = lstm_options("MyLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout)
     """
     check_sizes(part, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, **sizes)
     check_dropout(part, dropout, num_layers, stacklevel=4)
-    module.input_size, module.hidden_size, module.num_layers = input_size, hidden_size, num_layers
-    module.bias = bool(bias)
-    module.batch_first = bool(batch_first)
-    module.dropout = float(dropout)
-    for name, value in sizes.items():
-        setattr(module, name, value)
+    return LSTMOptions(input_size, hidden_size, num_layers, bool(bias), bool(batch_first), float(dropout))
 
 
 def layer_norm_gates(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
