@@ -1,26 +1,17 @@
-"""Continual learning with hypernetworks (von Oswald et al. 2020): regularizer, task inference, metrics.
+"""The output regularizer of continual learning with hypernetworks and its Adam look-ahead.
 
-A task-conditioned hypernetwork makes the target's weights ``theta_k = H(e_k)``
-for each task. While learning task ``t`` the output regularizer keeps the
-hypernetwork's outputs for the earlier tasks where they were before task ``t``
-started:
+While learning task ``t`` the regularizer keeps the hypernetwork's outputs for the
+earlier tasks where they were before task ``t`` started:
 
     L = L_task(t) + beta * (1 / |S|) * sum_{k in S} || H(e_k) - H*(e_k) ||^2
 
-with ``H*(e_k)`` stored (detached) at the start of task ``t`` and ``S`` all
-earlier tasks or a random subset of them (for scale). This is the "fixed
-targets" regularizer of the paper (eq. 2), as in the released code's
-``calc_fix_target_reg``. With the look-ahead (eq. 2 as written, the released
+with ``H*(e_k)`` stored (detached) at the start of task ``t`` (:func:`store_targets`)
+and ``S`` all earlier tasks or a random subset of them (:func:`choose_regularized_tasks`).
+This is the "fixed targets" regularizer of the paper (eq. 2), as in the released
+code's ``calc_fix_target_reg``. With the look-ahead (eq. 2 as written, the released
 configurations' default) ``H(e_k)`` is evaluated at ``phi + Delta phi``, where
 ``Delta phi`` (detached) is the step the optimizer would take on the task loss
-alone: :func:`adam_lookahead`.
-
-Evaluation:
-
-- CL1: the task id is given at test time, ``y = F(x; H(e_k))``;
-- CL3: the task id is inferred as the one whose weights give the lowest
-  predictive entropy on the input, then the prediction of that task's weights
-  is used (the paper's HNET+ENT).
+alone (:func:`adam_lookahead`).
 
 von Oswald, Henning, Grewe, Sacramento, "Continual learning with hypernetworks", ICLR 2020.
 """
@@ -32,25 +23,34 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from hyperdnn.errors import ConfigError, ShapeError
+from hyperdnn.conditioning import TaskInput
+from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
+from hyperdnn.hyperdnn import HyperDNN
 
 __all__ = [
     "adam_lookahead",
-    "average_final",
     "choose_regularized_tasks",
-    "cl3_predict",
     "flat_weights",
-    "forgetting",
-    "freeze_other_task_embeddings",
-    "infer_task",
     "output_regularizer",
-    "predictive_entropy",
     "store_targets",
-    "task_embedding_table",
-    "xavier_init_",
 ]
+
+
+def task_input(model: HyperDNN, part: str) -> TaskInput:
+    """The ``TaskEmbedding`` input module of ``model`` (its ``table`` holds one embedding per task).
+
+    Raises:
+        HDTypeError: ``model`` is not a HyperDNN.
+        ConfigError: its inputs are not a ``TaskEmbedding``.
+    """
+    if not isinstance(model, HyperDNN):
+        raise HDTypeError(f"{part}: the model must be a hyperdnn.HyperDNN (got {type(model).__name__})")
+    inputs = model.hypernetwork.inputs
+    if not isinstance(inputs, TaskInput):
+        raise ConfigError(f"{part}: the model must be a HyperDNN with inputs=TaskEmbedding(...) (got inputs {type(inputs).__name__})")
+    return inputs
 
 
 def flat_weights(theta: dict[str, Tensor], names: Sequence[str], groups: int | None = None) -> Tensor:
@@ -69,37 +69,28 @@ def flat_weights(theta: dict[str, Tensor], names: Sequence[str], groups: int | N
     return torch.cat([theta[n].reshape(groups, -1) for n in names], dim=1)
 
 
-def _names(model: nn.Module) -> list[str]:
-    return [p.name for p in model.spec.params]  # type: ignore[attr-defined]
-
-
-def task_embedding_table(model: nn.Module) -> nn.Embedding:
-    """The ``nn.Embedding`` of a HyperDNN conditioned on ``TaskEmbedding`` (ConfigError otherwise)."""
-    inputs = getattr(getattr(model, "hypernetwork", None), "inputs", None)
-    table = getattr(inputs, "table", None)
-    if not isinstance(table, nn.Embedding):
-        raise ConfigError(f"continual: the model must be a HyperDNN with inputs=TaskEmbedding(...) (got inputs {type(inputs).__name__})")
-    return table
-
-
-def _task_weights(model: nn.Module, ids: Tensor) -> Tensor:
-    """``(len(ids), P)``: the flattened weights for each task id (one batched hypernetwork call)."""
-    return flat_weights(model.weights(task=ids), _names(model), groups=ids.shape[0])  # type: ignore[operator]
+def _names(model: HyperDNN) -> list[str]:
+    return [p.name for p in model.spec.params]
 
 
 @torch.no_grad()
-def store_targets(model: nn.Module, num_tasks: int) -> Tensor:
+def store_targets(model: HyperDNN, num_tasks: int) -> Tensor:
     """``H*(e_k)`` for ``k = 0 .. num_tasks-1``: detached flattened weights ``(num_tasks, P)``.
 
     Called at the start of each new task; an empty ``(0, P)`` tensor when ``num_tasks == 0``.
+
+    Args:
+        model: a HyperDNN with ``TaskEmbedding`` inputs.
+        num_tasks: the tasks learned so far.
     """
-    device = task_embedding_table(model).weight.device
+    device = task_input(model, "store_targets").table.weight.device
     if num_tasks == 0:
-        return torch.zeros(0, model.spec.numel, device=device)  # type: ignore[attr-defined]
-    return _task_weights(model, torch.arange(num_tasks, device=device)).detach().clone()
+        return torch.zeros(0, model.spec.numel, device=device)
+    ids = torch.arange(num_tasks, device=device)
+    return flat_weights(model.weights(task=ids), _names(model), groups=num_tasks).detach().clone()
 
 
-def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None) -> Tensor:
+def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None) -> Tensor:
     """Mean over tasks ``k`` of ``|| H(e_k) - targets[k] ||^2`` (squared L2 over all of theta).
 
     Args:
@@ -117,14 +108,14 @@ def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequen
     ids = torch.arange(targets.shape[0], device=device) if tasks is None else torch.as_tensor(tasks, device=device, dtype=torch.long)
     if ids.numel() == 0:
         return targets.new_zeros(())
-    if targets.dim() != 2 or targets.shape[1] != model.spec.numel:  # type: ignore[attr-defined]
-        raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")  # type: ignore[attr-defined]
+    if targets.dim() != 2 or targets.shape[1] != model.spec.numel:
+        raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")
     if delta is None:
-        theta = model.weights(task=ids)  # type: ignore[operator]
+        theta = model.weights(task=ids)
     else:
-        outputs = model.hypernetwork.outputs  # type: ignore[attr-defined]
+        outputs = model.hypernetwork.outputs
         params = {n: (p + delta[n].detach() if n in delta else p) for n, p in outputs.named_parameters()}
-        z = model.condition(task=ids).z  # type: ignore[operator]  # (n, d)
+        z = model.condition(task=ids).z  # (n, d)
         theta = torch.func.functional_call(outputs, params, (z,))
     # all earlier tasks in order (the usual case): the stored rows as they are, no gathered copy
     every = tasks is None or (ids.numel() == targets.shape[0] and bool((ids == torch.arange(ids.numel(), device=device)).all()))
@@ -139,8 +130,17 @@ def output_regularizer(model: nn.Module, targets: Tensor, tasks: Tensor | Sequen
     return total / ids.shape[0]
 
 
+def check_lookahead_optimizer(optimizer: object, part: str) -> None:
+    """Raises ``ConfigError`` unless :func:`adam_lookahead` can predict ``optimizer``'s step."""
+    if type(optimizer) is not torch.optim.Adam:
+        raise ConfigError(f"{part}: the look-ahead is implemented for torch.optim.Adam (got {type(optimizer).__name__}); pass lookahead=False for another optimizer")
+    for g in optimizer.param_groups:
+        if g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize"):
+            raise ConfigError(f"{part}: the look-ahead does not support Adam's weight_decay, amsgrad and maximize (got weight_decay={g.get('weight_decay', 0)}, amsgrad={g.get('amsgrad')}, maximize={g.get('maximize')})")
+
+
 @torch.no_grad()
-def adam_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+def adam_lookahead(model: HyperDNN, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
     """The change ``Delta phi`` that ``optimizer.step()`` would make now to the hypernetwork's
     output part (body, heads, chunk embeddings), from the current ``.grad``, without changing
     anything (the released code's ``calc_delta_theta``).
@@ -152,16 +152,13 @@ def adam_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
     Returns:
         ``{name in model.hypernetwork.outputs: Delta phi}`` for parameters that have a gradient.
     """
-    if type(optimizer) is not torch.optim.Adam:
-        raise ConfigError(f"adam_lookahead: the look-ahead is implemented for torch.optim.Adam (got {type(optimizer).__name__})")
+    check_lookahead_optimizer(optimizer, "adam_lookahead")
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     out: dict[str, Tensor] = {}
-    for name, p in model.hypernetwork.outputs.named_parameters():  # type: ignore[attr-defined]
+    for name, p in model.hypernetwork.outputs.named_parameters():
         if p.grad is None or id(p) not in group_of:
             continue
         g = group_of[id(p)]
-        if g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize"):
-            raise ConfigError("adam_lookahead: weight_decay, amsgrad and maximize are not supported")
         (b1, b2), lr, eps = g["betas"], g["lr"], g["eps"]
         st = optimizer.state.get(p, {})
         step = float(st["step"]) + 1 if "step" in st else 1.0
@@ -170,30 +167,6 @@ def adam_lookahead(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
         denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
         out[name] = -(lr / (1 - b1**step)) * m / denom
     return out
-
-
-@torch.no_grad()
-def xavier_init_(model: nn.Module) -> None:
-    """Re-initialise the hypernetwork's body and heads as the released code does:
-    Xavier-uniform weight matrices, zero biases (``mnist/train_utils.py``,
-    ``generate_classifier``, of chrhenning/hypercl).
-
-    Task and chunk embeddings keep their N(0, 1) draws (``std_normal_temb`` and
-    ``std_normal_emb`` default to 1 there). This replaces the core's default, which
-    scales the head so that the generated weights start at the target's own init
-    statistics and keeps PyTorch's default init (random biases) in the body.
-
-    Args:
-        model: a HyperDNN; every ``nn.Linear`` in ``model.hypernetwork.outputs`` is reset.
-    """
-    outputs = getattr(getattr(model, "hypernetwork", None), "outputs", None)
-    if outputs is None:
-        raise ConfigError(f"xavier_init_: the model must be a HyperDNN (got {type(model).__name__})")
-    for m in outputs.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 def choose_regularized_tasks(num_previous: int, subset: int | None, generator: torch.Generator | None = None) -> Tensor:
@@ -212,75 +185,3 @@ def choose_regularized_tasks(num_previous: int, subset: int | None, generator: t
     if subset is None or subset >= num_previous:
         return torch.arange(num_previous)
     return torch.randperm(num_previous, generator=generator)[:subset].sort().values
-
-
-def freeze_other_task_embeddings(model: nn.Module, task: int) -> None:
-    """Zero the gradient of every task embedding but ``task`` (earlier embeddings stay as learned).
-
-    Call between ``backward()`` and ``optimizer.step()``; with an optimizer whose
-    state is reset at each task start (as in the paper), the other rows then do not move.
-    """
-    grad = task_embedding_table(model).weight.grad
-    if grad is not None:
-        keep = grad[task].clone()
-        grad.zero_()
-        grad[task] = keep
-
-
-def predictive_entropy(logits: Tensor) -> Tensor:
-    """Entropy of ``softmax(logits)`` over the last dimension, in nats: ``(..., C) -> (...)``."""
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
-
-
-def infer_task(logits: Tensor) -> Tensor:
-    """Task inference by lowest predictive entropy.
-
-    Args:
-        logits: ``(J, N, C)``: the outputs of each of ``J`` candidate tasks' weights on ``N`` inputs.
-
-    Returns:
-        ``(N,)`` the task index with the lowest entropy for each input (ties: the lowest index).
-    """
-    if logits.dim() != 3:
-        raise ShapeError(f"infer_task: logits must be (tasks, N, classes) (got {tuple(logits.shape)})")
-    return predictive_entropy(logits).argmin(dim=0)
-
-
-def cl3_predict(logits: Tensor, label_offsets: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """CL3 prediction: infer the task, then take that task's class.
-
-    Args:
-        logits: ``(J, N, C)`` as in :func:`infer_task`.
-        label_offsets: per task, added to the task-local class to give a global label.
-
-    Returns:
-        ``(global_labels (N,), inferred_tasks (N,))``.
-    """
-    tasks = infer_task(logits)
-    chosen = logits[tasks, torch.arange(logits.shape[1], device=logits.device)]  # (N, C)
-    offsets = torch.as_tensor(list(label_offsets), device=logits.device)[tasks]
-    return chosen.argmax(dim=-1) + offsets, tasks
-
-
-def average_final(matrix: Sequence[Sequence[float]]) -> float:
-    """Mean of the last row of an accuracy matrix (``matrix[t][k]``: on task k after training task t)."""
-    last = list(matrix[-1])
-    return float(sum(last) / len(last))
-
-
-def forgetting(matrix: Sequence[Sequence[float]], higher_is_better: bool = True) -> float:
-    """Average forgetting (Chaudhry et al. 2018): over tasks ``k < T-1``,
-    ``max_{t<T-1} a[t][k] - a[T-1][k]`` (for errors: ``a[T-1][k] - min_{t<T-1} a[t][k]``).
-
-    Returns 0.0 for a single task.
-    """
-    T = len(matrix)
-    if T < 2:
-        return 0.0
-    vals = []
-    for k in range(T - 1):
-        history = [matrix[t][k] for t in range(k, T - 1)]
-        final = matrix[T - 1][k]
-        vals.append(max(history) - final if higher_is_better else final - min(history))
-    return float(sum(vals) / len(vals))
