@@ -1,12 +1,13 @@
 """The training loop shared by the continual-learning recipes (toy-regression, split-mnist, permuted-mnist).
 
 Two phases in one run: (1) the task-conditioned hypernetwork with the output
-regularizer (von Oswald et al. 2020), (2) for comparison the same target trained
-directly on the tasks in sequence with no regularizer. Each phase fills an
-accuracy matrix ``a[t][k]`` (metric on task k after training task t, CL1: task id
-given); the hypernetwork is also evaluated in CL3 (task inferred by lowest
-predictive entropy) at the end. The loop is resumable at any step boundary
-(see :mod:`hyperdnn.runs`).
+regularizer (von Oswald et al. 2020), trained and evaluated by
+:class:`hyperdnn.methods.ContinualLearning` (the recipe draws the batches and
+calls it), (2) for comparison the same target trained directly on the tasks in
+sequence with no regularizer. Each phase fills an accuracy matrix ``a[t][k]``
+(metric on task k after training task t, CL1: task id given); the hypernetwork
+is also evaluated in CL3 (task inferred by lowest predictive entropy) at the
+end. The loop is resumable at any step boundary (see :mod:`hyperdnn.runs`).
 """
 
 from __future__ import annotations
