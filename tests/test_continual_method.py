@@ -32,7 +32,7 @@ def task_data(steps: int, seed: int = 1) -> list[list[tuple[torch.Tensor, torch.
     return [[(torch.randn(5, 4, generator=g), torch.randint(0, HEAD, (5,), generator=g)) for _ in range(steps)] for _ in range(NUM_TASKS)]
 
 
-def reference_training(model: hd.HyperDNN, opt: torch.optim.Adam, data, beta: float, reg_tasks: int | None, gen: torch.Generator) -> list[float]:
+def reference_training(model: hd.HyperDNN, opt: torch.optim.Adam, data, beta: float, reg_tasks: int | None, gen: torch.Generator, lookahead: bool) -> list[float]:
     """The paper's training written out by hand, independent of hyperdnn.methods: the look-ahead is
     the step a copy of the optimizer really takes, the regularizer the plain formula."""
     names = [p.name for p in model.spec.params]
@@ -51,7 +51,8 @@ def reference_training(model: hd.HyperDNN, opt: torch.optim.Adam, data, beta: fl
                 model_c, opt_c = copy.deepcopy((model, opt))  # Adam's state comes along
                 for p, pc in zip(model.parameters(), model_c.parameters()):
                     pc.grad = None if p.grad is None else p.grad.clone()
-                opt_c.step()
+                if lookahead:
+                    opt_c.step()
                 outs, outs_c = model.hypernetwork.outputs, model_c.hypernetwork.outputs
                 moved = {n: p + (pc.detach() - p.detach()) for (n, p), pc in zip(outs.named_parameters(), outs_c.parameters())}
                 reg = 0.0
@@ -69,13 +70,13 @@ def reference_training(model: hd.HyperDNN, opt: torch.optim.Adam, data, beta: fl
     return regs
 
 
-@pytest.mark.parametrize("reg_tasks", [None, 1])
-def test_training_equals_a_hand_written_loop(reg_tasks: int | None) -> None:
+@pytest.mark.parametrize("reg_tasks,lookahead", [(None, True), (1, True), (None, False)])
+def test_training_equals_a_hand_written_loop(reg_tasks: int | None, lookahead: bool) -> None:
     data = task_data(steps=4)
     model, ref = make_model(), make_model()
     opt, opt_ref = torch.optim.Adam(model.parameters(), lr=0.05), torch.optim.Adam(ref.parameters(), lr=0.05)
     g, g_ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    cl = ContinualLearning(model, opt, beta=0.5, reg_tasks=reg_tasks, heads=heads(), generator=g)
+    cl = ContinualLearning(model, opt, beta=0.5, reg_tasks=reg_tasks, lookahead=lookahead, heads=heads(), generator=g)
     regs = []
     for t, batches in enumerate(data):
         cl.start_task(t)
@@ -84,7 +85,7 @@ def test_training_equals_a_hand_written_loop(reg_tasks: int | None) -> None:
             if t > 0:
                 regs.append(done.reg.item())
         cl.end_task()
-    regs_ref = reference_training(ref, opt_ref, data, 0.5, reg_tasks, g_ref)
+    regs_ref = reference_training(ref, opt_ref, data, 0.5, reg_tasks, g_ref, lookahead)
     assert regs == pytest.approx(regs_ref, rel=1e-4, abs=1e-7) and max(regs) > 0
     for (n, p), p_ref in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p, p_ref, rtol=1e-4, atol=1e-6, msg=n)
@@ -264,3 +265,20 @@ def test_methods_package_exports_what_its_modules_export() -> None:
     assert "xavier_init_" in names and "ContinualLearning" in names
     assert sorted(methods.__all__) == methods.__all__ and set(methods.__all__) == names
     assert all(getattr(methods, n) is getattr(methods.continual, n) for n in names)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_start_task_resets_the_optimizer_only_when_asked(reset: bool) -> None:
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    cl = ContinualLearning(model, opt, reset_optimizer=reset, heads=heads())
+    cl.start_task(0)
+    cl.step(F.cross_entropy(cl.predict(torch.randn(5, 4), 0), torch.randint(0, 2, (5,))))
+    cl.end_task()
+    assert len(opt.state) > 0
+    cl.start_task(1)
+    assert (len(opt.state) == 0) == reset
+    # the stored targets are the current outputs for the earlier task
+    with torch.no_grad():
+        theta = model.weights(task=0)
+    assert torch.equal(cl.targets[0], torch.cat([theta[p.name].reshape(-1) for p in model.spec.params]))
