@@ -30,6 +30,7 @@ from hyperdnn.methods.continual.regularizer import (
     choose_regularized_tasks,
     output_regularizer,
     store_targets,
+    task_embeddings,
     task_input,
 )
 
@@ -263,7 +264,7 @@ class ContinualLearning:
 
     def _keep_other_task_embeddings(self, task: int) -> None:
         """Zero the gradient of every task embedding but ``task`` (the earlier ones stay as learned)."""
-        grad = task_input(self.model, "ContinualLearning").table.weight.grad
+        grad = task_embeddings(self.model, "ContinualLearning").grad
         if grad is not None:
             keep = grad[task].clone()
             grad.zero_()
@@ -360,7 +361,7 @@ class ContinualLearning:
             raise ConfigError(f"{part}: targets must be a ({stored}, {P}) Tensor (got {tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__})")
         if not isinstance(matrix, list) or not all(isinstance(r, list) for r in matrix) or len(matrix) > learned:
             raise ConfigError(f"{part}: matrix must be a list of at most {learned} rows (got {matrix!r})")
-        device = task_input(self.model, part).table.weight.device
+        device = task_embeddings(self.model, part).device
         self.targets = targets.to(device)
         self.task = None if task < 0 else task
         self.learned = learned

@@ -39,7 +39,7 @@ __all__ = [
 
 
 def task_input(model: HyperDNN, part: str) -> TaskInput:
-    """The ``TaskEmbedding`` input module of ``model`` (its ``table`` holds one embedding per task).
+    """The ``TaskEmbedding`` input module of ``model`` (``num_tasks``, ``table``).
 
     Raises:
         HDTypeError: ``model`` is not a HyperDNN.
@@ -51,6 +51,12 @@ def task_input(model: HyperDNN, part: str) -> TaskInput:
     if not isinstance(inputs, TaskInput):
         raise ConfigError(f"{part}: the model must be a HyperDNN with inputs=TaskEmbedding(...) (got inputs {type(inputs).__name__})")
     return inputs
+
+
+def task_embeddings(model: HyperDNN, part: str) -> Tensor:
+    """The learned task embeddings of ``model``, ``(num_tasks, dim)``: row ``k`` is ``e_k``
+    (the parameter itself, so its ``.grad`` and device are the training's)."""
+    return task_input(model, part).table.weight
 
 
 def flat_weights(theta: dict[str, Tensor], names: Sequence[str], groups: int | None = None) -> Tensor:
@@ -83,7 +89,7 @@ def store_targets(model: HyperDNN, num_tasks: int) -> Tensor:
         model: a HyperDNN with ``TaskEmbedding`` inputs.
         num_tasks: the tasks learned so far.
     """
-    device = task_input(model, "store_targets").table.weight.device
+    device = task_embeddings(model, "store_targets").device
     if num_tasks == 0:
         return torch.zeros(0, model.spec.numel, device=device)
     ids = torch.arange(num_tasks, device=device)
