@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -399,10 +400,10 @@ class HyperLSTM(nn.Module):
                 embedding_size=embedding_size,
                 layer_norm=layer_norm,
             )
-        ref = lstm.weight_ih_l0
+        ref = cast(Tensor, lstm.weight_ih_l0)
         m.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
-            for layer, cell in enumerate(m.cells):
+            for layer, cell in enumerate(cast(list[HyperLSTMCell], list(m.cells))):
                 cell.weight_ih.copy_(getattr(lstm, f"weight_ih_l{layer}"))
                 cell.weight_hh.copy_(getattr(lstm, f"weight_hh_l{layer}"))
                 if cell.bias_ih is not None:
