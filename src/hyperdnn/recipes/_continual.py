@@ -1,19 +1,21 @@
 """The training loop shared by the continual-learning recipes (toy-regression, split-mnist, permuted-mnist).
 
 Two phases in one run: (1) the task-conditioned hypernetwork with the output
-regularizer (von Oswald et al. 2020), (2) for comparison the same target trained
-directly on the tasks in sequence with no regularizer. Each phase fills an
-accuracy matrix ``a[t][k]`` (metric on task k after training task t, CL1: task id
-given); the hypernetwork is also evaluated in CL3 (task inferred by lowest
-predictive entropy) at the end. The loop is resumable at any step boundary
-(see :mod:`hyperdnn.runs`).
+regularizer (von Oswald et al. 2020), trained and evaluated by
+:class:`hyperdnn.methods.ContinualLearning` (the recipe draws the batches and
+calls it), (2) for comparison the same target trained directly on the tasks in
+sequence with no regularizer. Each phase fills an accuracy matrix ``a[t][k]``
+(metric on task k after training task t, CL1: task id given); the hypernetwork
+is also evaluated in CL3 (task inferred by lowest predictive entropy) at the
+end. The loop is resumable at any step boundary (see :mod:`hyperdnn.runs`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,17 +25,7 @@ from hyperdnn.bodies import ACTIVATIONS, MLP
 from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
 from hyperdnn.hyperdnn import HyperDNN
-from hyperdnn.methods.continual import (
-    adam_lookahead,
-    average_final,
-    choose_regularized_tasks,
-    cl3_predict,
-    forgetting,
-    freeze_other_task_embeddings,
-    output_regularizer,
-    store_targets,
-    xavier_init_,
-)
+from hyperdnn.methods.continual import ContinualLearning, average_final, forgetting, score, xavier_init_
 from hyperdnn.outputs import ChunkWise
 from hyperdnn.recipes import boolean, non_negative, one_of, positive, positive_ints
 from hyperdnn.runs import RunContext
@@ -69,7 +61,7 @@ class ContinualSpec:
 
     tasks: list[Task]
     make_target: Callable[[], nn.Module]
-    make_model: Callable[[nn.Module], nn.Module]
+    make_model: Callable[[nn.Module], HyperDNN]
     steps: int
     batch_size: int
     lr: float
@@ -196,41 +188,20 @@ def _loss(task: Task, out: Tensor, y: Tensor) -> Tensor:
     return F.mse_loss(out, y) if task.regression else F.cross_entropy(out, y)
 
 
-@torch.no_grad()
-def _metric(task: Task, forward: Callable[[Tensor], Tensor], chunk: int = 10000) -> float:
-    """Test accuracy in % (classification) or test MSE (regression)."""
-    x_all, y_all = task.test_x, task.test_y
-    total, n = 0.0, 0
-    for i in range(0, x_all.shape[0], chunk):
-        x, y = task.inputs(x_all[i : i + chunk]), y_all[i : i + chunk]
-        out = forward(x)
-        if task.regression:
-            total += F.mse_loss(out, y, reduction="sum").item()
-        else:
-            total += (out.argmax(-1) == y).sum().item()
-        n += y.numel()
-    return total / n if task.regression else 100.0 * total / n
+def _baseline_head(base: nn.Module, head: slice, x: Tensor) -> Tensor:
+    return base(x)[:, head]
 
 
-@torch.no_grad()
-def _cl3(model: nn.Module, tasks: list[Task], heads: list[slice], chunk: int = 5000) -> tuple[list[float], list[float]]:
-    """Per task: CL3 accuracy (%) and task-inference accuracy (%), candidates = all tasks
-    (candidate ``j`` is judged by the entropy of its own head, ``heads[j]``)."""
-    thetas = [model.weights(task=j) for j in range(len(tasks))]  # type: ignore[operator]
-    offsets = [t.label_offset for t in tasks]
-    accs, infs = [], []
-    for k, task in enumerate(tasks):
-        correct = inferred = 0
-        for i in range(0, task.test_x.shape[0], chunk):
-            x, y = task.inputs(task.test_x[i : i + chunk]), task.test_y[i : i + chunk]
-            logits = torch.stack([model.run_target(x, th)[:, heads[j]] for j, th in enumerate(thetas)])  # (J, N, C)
-            pred, which = cl3_predict(logits, offsets)
-            correct += (pred == y + task.label_offset).sum().item()
-            inferred += (which == k).sum().item()
-        n = task.test_x.shape[0]
-        accs.append(100.0 * correct / n)
-        infs.append(100.0 * inferred / n)
-    return accs, infs
+class _TestBatches:
+    """A task's test set as ``(inputs, targets)`` batches of ``chunk`` rows (re-iterable)."""
+
+    def __init__(self, task: Task, chunk: int) -> None:
+        self.task, self.chunk = task, chunk
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x_all, y_all = self.task.test_x, self.task.test_y
+        for i in range(0, x_all.shape[0], self.chunk):
+            yield self.task.inputs(x_all[i : i + self.chunk]), y_all[i : i + self.chunk]
 
 
 def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
@@ -238,80 +209,75 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
     tasks = tasks_to(spec.tasks, ctx.device)
     T = len(tasks)
     regression = tasks[0].regression
+    metric = "mse" if regression else "accuracy"
     heads = [_head(spec, tasks, k) for k in range(T)]
+    tests = [_TestBatches(task, 10000) for task in tasks]
     model = spec.make_model(spec.make_target()).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     base = spec.make_target().to(ctx.device)
     base_optimizer = torch.optim.Adam(base.parameters(), lr=spec.lr)
     data_rng = torch.Generator().manual_seed(ctx.seed)
     sweeps = Sweeps(data_rng)
-    reg_targets: dict[str, Tensor] = {"targets": store_targets(model, 0)}
-    ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, reg_targets=reg_targets, **({"sweeps": sweeps} if spec.sweeps else {}))
+    cl = ContinualLearning(model, optimizer, beta=spec.beta, reg_tasks=spec.reg_tasks, lookahead=spec.lookahead, heads=heads if spec.multi_head else None, metric=metric, generator=data_rng)
+    ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, continual=cl, **({"sweeps": sweeps} if spec.sweeps else {}))
     phases = ["hnet"] + (["baseline"] if spec.baseline else [])
-    state = ctx.restore({"phase": 0, "task": 0, "step": 0, "matrix": {p: [] for p in phases}, "seconds": {p: 0.0 for p in phases}})
-    # a checkpoint's tensors load on the CPU; the stored targets must follow the model (resume on CUDA)
-    reg_targets["targets"] = reg_targets["targets"].to(ctx.device)
+    # the hypernetwork's accuracy matrix lives in `cl` (checkpointed with it), the baseline's here
+    state = ctx.restore({"phase": 0, "task": 0, "step": 0, "matrix": {p: [] for p in phases[1:]}, "seconds": {p: 0.0 for p in phases}})
     ctx.progress(total=T * spec.steps * len(phases))
 
     for pi in range(state["phase"], len(phases)):
         phase = phases[pi]
-        net, opt = (model, optimizer) if phase == "hnet" else (base, base_optimizer)
+        net = model if phase == "hnet" else base
         for t in range(state["task"], T):
             task = tasks[t]
             if state["step"] == 0:
                 sweeps.reset()
-                opt.state.clear()  # a fresh Adam per task, as in the released code
                 if phase == "hnet":
-                    reg_targets["targets"] = store_targets(model, t)
+                    cl.start_task(t)  # a fresh Adam, H*(e_k) stored for k < t
+                else:
+                    base_optimizer.state.clear()  # a fresh Adam per task, as in the released code
             net.train()
             started = time.perf_counter()
             while state["step"] < spec.steps:
                 x, y = sweeps.batch(task, spec.batch_size) if spec.sweeps else sample_batch(task, spec.batch_size, data_rng)
                 if phase == "hnet":
-                    loss_task = _loss(task, model(x, task=t)[:, heads[t]], y)
-                    opt.zero_grad(set_to_none=True)
-                    loss_task.backward()
-                    reg = 0.0
-                    if t > 0 and spec.beta > 0:
-                        ids = choose_regularized_tasks(t, spec.reg_tasks, data_rng)
-                        delta = adam_lookahead(model, opt) if spec.lookahead else None
-                        reg_t = output_regularizer(model, reg_targets["targets"], ids, delta)
-                        (spec.beta * reg_t).backward()  # gradients add up with the task loss's
-                        reg = reg_t.item()
-                    freeze_other_task_embeddings(model, t)
+                    done = cl.step(_loss(task, cl.predict(x, t), y))
+                    loss_task, reg = done.loss, done.reg.item()
                 else:
-                    loss_task = _loss(task, base(x)[:, heads[t]], y)
-                    loss, reg = loss_task, 0.0
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                opt.step()
+                    loss_task, reg = _loss(task, base(x)[:, heads[t]], y), 0.0
+                    base_optimizer.zero_grad(set_to_none=True)
+                    loss_task.backward()
+                    base_optimizer.step()
                 state["step"] += 1
                 ctx.step_done(loss=loss_task.item(), reg=reg, task=f"{t + 1}/{T}", phase=phase)
             state["seconds"][phase] += time.perf_counter() - started
             net.eval()
             if phase == "hnet":
-                row = [_metric(tasks[k], lambda x, k=k: model(x, task=k)[:, heads[k]]) for k in range(t + 1)]
+                row = cl.end_task(tests)
             else:
-                row = [_metric(tasks[k], lambda x, k=k: base(x)[:, heads[k]]) for k in range(t + 1)]
-            state["matrix"][phase].append(row)
+                row = [score(partial(_baseline_head, base, heads[k]), tests[k], metric) for k in range(t + 1)]
+                state["matrix"][phase].append(row)
             ctx.log(kind="eval", phase=phase, after_task=t + 1, metric=row)
             state["task"], state["step"] = t + 1, 0
             ctx.checkpoint()
         state["phase"], state["task"] = pi + 1, 0
 
-    return _report(ctx, spec, model, base, tasks, state, regression, heads)
+    matrices = {"hnet": cl.matrix, **state["matrix"]}
+    return _report(ctx, spec, cl, base, tasks, state, matrices)
 
 
-def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Module, tasks: list[Task], state: dict, regression: bool, heads: list[slice]) -> dict[str, Any]:
+def _report(ctx: RunContext, spec: ContinualSpec, cl: ContinualLearning, base: nn.Module, tasks: list[Task], state: dict, matrices: dict[str, list[list[float]]]) -> dict[str, Any]:
     T = len(tasks)
+    model = cl.model
+    regression = cl.metric == "mse"
     name = "test MSE" if regression else "test accuracy (%)"
-    summary = model.summary()  # type: ignore[operator]
+    summary = model.summary()
     results: dict[str, Any] = {"metric": name, "tasks": [t.name for t in tasks], "compression_ratio": summary.compression_ratio, "summary": summary.to_json(), "seconds": state["seconds"], "steps_per_task": spec.steps}
     rows = []
     for phase, label in (("hnet", "hypernetwork + output regularizer (CL1)"), ("baseline", "target trained in sequence, no regularizer")):
-        if phase not in state["matrix"]:
+        if phase not in matrices:
             continue
-        mat = state["matrix"][phase]
+        mat = matrices[phase]
         ctx.table(f"{label}: {name} on task k (columns) after training task t (rows)", ["after task"] + [f"{k + 1}: {t.name}" for k, t in enumerate(tasks)], [[t + 1] + row + [""] * (T - len(row)) for t, row in enumerate(mat)])
         final = average_final(mat)
         forg = forgetting(mat, higher_is_better=not regression)
@@ -320,10 +286,11 @@ def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Mod
     cl3_row: list[Any] = []
     if spec.cl3 and not regression:
         model.eval()
-        accs, infs = _cl3(model, tasks, heads)
-        results["hnet"]["cl3"] = {"per_task": accs, "average": sum(accs) / T, "task_inference_per_task": infs, "task_inference_average": sum(infs) / T}
+        cl3 = cl.evaluate_cl3([_TestBatches(task, 5000) for task in tasks], label_offsets=[t.label_offset for t in tasks])
+        accs, infs = cl3.per_task, cl3.task_inference
+        results["hnet"]["cl3"] = {"per_task": accs, "average": cl3.average, "task_inference_per_task": infs, "task_inference_average": cl3.task_inference_average}
         ctx.table("hypernetwork, CL3 (task inferred by lowest predictive entropy)", ["task", "CL3 accuracy (%)", "task inferred correctly (%)"], [[f"{k + 1}: {tasks[k].name}", a, i] for k, (a, i) in enumerate(zip(accs, infs))])
-        cl3_row = [sum(accs) / T]
+        cl3_row = [cl3.average]
     paper = spec.paper or {}
     head = ["method", f"final average {name}", "forgetting"]
     if cl3_row:
@@ -343,7 +310,7 @@ def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Mod
         rows.append(paper_row)
     ctx.table(f"Summary ({T} tasks x {spec.steps} steps)", head, rows, note=f"hypernetwork: {summary.hypernetwork:,} trainable parameters for {summary.generated:,} generated target weights")
     results["paper"] = paper
-    _plot_matrix(ctx, state, tasks, name)
+    _plot_matrix(ctx, matrices, tasks, name)
     if spec.plot is not None:
         spec.plot(ctx, model, base, tasks)
     from hyperdnn.checkpoint import save
@@ -352,16 +319,16 @@ def _report(ctx: RunContext, spec: ContinualSpec, model: nn.Module, base: nn.Mod
     return results
 
 
-def _plot_matrix(ctx: RunContext, state: dict, tasks: list[Task], name: str) -> None:
+def _plot_matrix(ctx: RunContext, matrices: dict[str, list[list[float]]], tasks: list[Task], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = list(state["matrix"])
+    phases = list(matrices)
     fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.6), squeeze=False)
     for ax, phase in zip(axes[0], phases):
-        mat = state["matrix"][phase]
+        mat = matrices[phase]
         for k in range(len(tasks)):
             xs = list(range(k + 1, len(mat) + 1))
             ax.plot(xs, [mat[t - 1][k] for t in xs], marker="o", label=f"task {k + 1}")
