@@ -70,7 +70,8 @@ _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
 def _got(value: Any) -> str:
     """``True, a bool`` / ``2.5, a float``: the value and its type, for messages."""
-    return f"{value!r}, a {type(value).__name__}"
+    kind = type(value).__name__
+    return f"{value!r}, {'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
 # ------------------------------------------------------------ checks
