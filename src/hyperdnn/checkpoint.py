@@ -330,7 +330,8 @@ def _check_target(config: dict[str, Any], target: nn.Module, path: Path) -> None
                 f"for shape {tuple(shape)}"
             )
     if "target_parameters" in config:
-        extra = sorted(set(shapes) - {n for n, _ in expected})
+        names = {n for n, _ in expected}
+        extra = [n for n in shapes if n not in names]
         if extra:
             raise CheckpointError(f"load: the target has parameters {extra[:5]} that the checkpoint's target "
                                   f"({config['target_class']}) has not")
@@ -350,6 +351,12 @@ def _decode_parts(config: dict[str, Any], path: Path, encoder: nn.Module | None)
         except (HyperDNNError, RecursionError) as e:
             raise CheckpointError(f"load: {path}: {e}") from None
     return parts
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message without the C++ frames torch appends to some."""
+    lines = str(e).splitlines()
+    return lines[0] if lines else ""
 
 
 def _check_counts(parts: dict[str, Any], n_tensors: int, path: Path) -> None:
@@ -389,7 +396,7 @@ def _check_sizes(parts: dict[str, Any], config: dict[str, Any], target: nn.Modul
             outputs = (parts["outputs"] or GenerateOnce()).build(spec, inputs.dim, parts["body"] or MLP(), initial)
     except (HyperDNNError, RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as e:
         raise CheckpointError(f"load: {path}: the configured parts do not build for this target "
-                              f"({type(e).__name__}: {e})") from None
+                              f"({type(e).__name__}: {_first_line(e)})") from None
     made = {f"hypernetwork.inputs.{k}": list(v.shape) for k, v in inputs.state_dict().items()}
     made.update({f"hypernetwork.outputs.{k}": list(v.shape) for k, v in outputs.state_dict().items()})
     for name, shape in made.items():
@@ -458,7 +465,7 @@ def load(directory: str | os.PathLike, target: nn.Module, encoder: nn.Module | N
             init=config.get("init", "target"),
         )
     except (HyperDNNError, KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"load: {path} does not build a model ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"load: {path} does not build a model ({type(e).__name__}: {_first_line(e)})") from None
     try:
         state = load_file(str(tensor_path), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as e:

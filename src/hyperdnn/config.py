@@ -65,6 +65,8 @@ T = TypeVar("T")
 
 MAX_DEPTH = 16  # configs nest a level or two (Additive(inner=...), Concat(parts)); deeper is a malformed file
 
+_INT_LIMIT = 2**63  # torch sizes are int64
+
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
 
@@ -83,6 +85,8 @@ def positive_int(part: str, name: str, value: Any) -> int:
         raise ConfigError(f"{part}: {name} must be a positive int (got {_got(value)})")
     if value <= 0:
         raise ConfigError(f"{part}: {name} must be > 0 (got {value!r}); {name} must be a positive int")
+    if value >= _INT_LIMIT:
+        raise ConfigError(f"{part}: {name} must be below 2**63 (got {value!r}); no tensor can be that large")
     return int(value)
 
 
@@ -92,6 +96,8 @@ def non_negative_int(part: str, name: str, value: Any) -> int:
         raise ConfigError(f"{part}: {name} must be a non-negative int (got {_got(value)})")
     if value < 0:
         raise ConfigError(f"{part}: {name} must be >= 0 (got {value!r})")
+    if value >= _INT_LIMIT:
+        raise ConfigError(f"{part}: {name} must be below 2**63 (got {value!r}); no tensor can be that large")
     return int(value)
 
 
