@@ -52,7 +52,8 @@ def axis_base(cfg):
 
 def test_every_builtin_part_is_in_the_examples() -> None:
     names = {(AXIS[axis_base(c)], type(c).__name__) for c in EXAMPLES}
-    known = {(axis, n) for axis in AXIS.values() for n in registered(axis)} - {("inputs", "DataEncoder")}
+    known = {(axis, n) for axis in AXIS.values() for n, cls in registered(axis).items()
+             if cls.__module__.startswith("hyperdnn.")} - {("inputs", "DataEncoder")}
     assert names == known
 
 
@@ -225,3 +226,31 @@ def test_required_fields_and_axis_mismatch() -> None:
         from_dict(BodyConfig, {"type": "LowRank"})
     with pytest.raises(hd.ConfigError, match="unknown axis"):
         registered("bodies")
+
+
+def test_every_recipe_config_round_trips_through_the_same_functions() -> None:
+    from hyperdnn.recipes import all_recipes
+
+    recipes = all_recipes()
+    assert len(recipes) >= 6
+    for r in recipes:
+        cfg = r.config()
+        data = json.loads(json.dumps(to_dict(cfg)))
+        back = from_dict(r.config, data)
+        assert back == cfg, r.name
+        for f in dataclasses.fields(cfg):
+            assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), (r.name, f.name)
+
+
+def test_the_cos_sin_encoding_is_one_helper_used_by_forward_and_probe() -> None:
+    import torch
+
+    from hyperdnn.conditioning import cos_sin
+
+    c = torch.rand(5, 3)
+    ref = torch.cat([torch.cos(c * math.pi / 2), torch.sin(c * math.pi / 2)], -1)
+    assert torch.equal(cos_sin(c), ref)
+    built = hd.External(3, encoding="cos-sin").build()
+    assert torch.equal(built(None, {"condition": c}).z, ref)
+    probe = built.probe(7)  # values in [0, 1]: each (cos, sin) pair lies on the unit circle
+    torch.testing.assert_close(probe[:, :3] ** 2 + probe[:, 3:] ** 2, torch.ones(7, 3))
