@@ -378,6 +378,16 @@ def test_a_run_directory_gets_the_run_loader_named(tmp_path) -> None:
         hd.load(run, target=target())
     with pytest.raises(hd.CheckpointError, match=r"is a checkpoint of a run .*use hyperdnn.experiments.load_run\("):
         hd.load(run / "checkpoint-40", target=target())
+    (run / "LATEST").unlink()
+    (run / "checkpoint-40" / "state.json").unlink()  # an interrupted run before its first checkpoint
+    with pytest.raises(hd.CheckpointError, match=r"is a run directory .*use hyperdnn.experiments.load_run\("):
+        hd.load(run, target=target())
     (run / "config.json").unlink()
-    with pytest.raises(hd.CheckpointError, match=r"is a run directory"):
+    (run / "checkpoint-40" / "tensors.safetensors").unlink()
+    (run / "checkpoint-40").rmdir()
+    with pytest.raises(hd.CheckpointError, match=r"no config.json in"):
+        hd.load(run, target=target())
+    (run / "config.json").write_text(json.dumps({"name": "something else"}))
+    with pytest.raises(hd.CheckpointError, match=r"is not a hyperdnn checkpoint \(format None\); hd.load reads a directory "
+                                                 r"written by hd.save \(a run directory .* hyperdnn.experiments.load_run"):
         hd.load(run, target=target())

@@ -102,6 +102,10 @@ def test_a_new_part_joins_by_being_defined() -> None:
         @dataclass
         class Other(BodyConfig, name="test-conv1d"):
             mixes_tokens: ClassVar[bool] = False
+    with pytest.raises(hd.ConfigError, match="a part of the body axis must set the class attribute mixes_tokens"):
+        @dataclass
+        class Silent(BodyConfig):
+            width: int = checked(positive_int, default=3)
 
 
 def test_plain_recipe_dataclasses_round_trip() -> None:

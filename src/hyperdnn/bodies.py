@@ -34,8 +34,9 @@ class MLP(BodyConfig):
     """A multilayer perceptron applied to each token.
 
     Args:
-        hidden: widths of the hidden layers; ``()`` makes the body the identity
-            (the output heads then act on the tokens directly).
+        hidden: widths of the hidden layers, a tuple (``(64,)`` for one layer; a bare
+            int is refused); ``()`` makes the body the identity (the output heads
+            then act on the tokens directly).
         activation: nonlinearity after each hidden layer ('relu', 'elu', 'gelu',
             'tanh', 'sigmoid', 'silu' or None for a linear body).
         dropout: dropout after each hidden layer.

@@ -208,10 +208,11 @@ def _check_structure(config: dict[str, Any], path: Path) -> None:
         raise bad("'extra' must be an object")
 
 
-def _run_directory_hint(d: Path) -> str | None:
+def _run_directory_hint(d: Path, config: Any = None) -> str | None:
     """Why ``d`` looks like the directory of a run (``hyperdnn run``) or one of its checkpoints, or None."""
     try:
-        if (d / "LATEST").is_file() or any(p.is_dir() for p in d.glob("checkpoint-*")):
+        if (d / "LATEST").is_file() or any(p.is_dir() for p in d.glob("checkpoint-*")) or \
+                (isinstance(config, dict) and "recipe" in config):
             return f"{d} is a run directory (made by 'hyperdnn run')"
         if (d / "state.json").is_file() and (d / "tensors.safetensors").is_file():
             return f"{d} is a checkpoint of a run (made by 'hyperdnn run'); its run directory is {d.parent}"
@@ -220,13 +221,14 @@ def _run_directory_hint(d: Path) -> str | None:
     return None
 
 
-def _not_a_checkpoint(d: Path, why: str) -> CheckpointError:
-    hint = _run_directory_hint(d)
+def _not_a_checkpoint(d: Path, why: str, config: Any = None) -> CheckpointError:
+    hint = _run_directory_hint(d, config)
     if hint is not None:
         run_dir = d.parent if (d / "state.json").is_file() else d
         return CheckpointError(f"load: {hint}, not a model saved by hd.save; "
                                f"use hyperdnn.experiments.load_run({str(run_dir)!r}) to load a run")
-    return CheckpointError(why)
+    return CheckpointError(f"{why}; hd.load reads a directory written by hd.save (a run directory of 'hyperdnn run' "
+                           f"loads with hyperdnn.experiments.load_run(run_dir))")
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     config = _parse_json(_read_capped(path, MAX_CONFIG_BYTES, CONFIG), path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise _not_a_checkpoint(d, f"load: {path} is not a hyperdnn checkpoint (format {config.get('format')!r})"
-                                if isinstance(config, dict) else f"load: {path} is not a hyperdnn checkpoint")
+                                if isinstance(config, dict) else f"load: {path} is not a hyperdnn checkpoint", config)
     if config.get("version") != VERSION:
         raise CheckpointError(f"load: checkpoint version {config.get('version')!r} is not supported (expected {VERSION})")
     if config.get("config_sha256") != _config_hash(config):

@@ -244,6 +244,7 @@ class Config:
     """
 
     _axis: ClassVar[str | None] = None
+    _required: ClassVar[tuple[str, ...]] = ()  # class attributes every part of the axis sets
     _registry: ClassVar[dict[str, dict[str, type]]] = {}
     type_name: ClassVar[str]
 
@@ -256,6 +257,10 @@ class Config:
             return
         if cls._axis is None:
             return
+        for attr in cls._required:
+            if not hasattr(cls, attr):
+                raise ConfigError(f"{cls.__qualname__}: a part of the {cls._axis} axis must set the class attribute "
+                                  f"{attr} (see {cls._axis_base.__name__})")  # type: ignore[attr-defined]
         key = name or cls.__name__
         table = Config._registry[cls._axis]
         old = table.get(key)
@@ -318,6 +323,7 @@ class BodyConfig(Config, axis="body"):
     examples: ClassVar[str] = "hd.MLP(hidden=(100, 100)), hd.RNN(hidden=64) or hd.Attention(dim=64)"
     module_hint: ClassVar[str] = "a body is made from its config; a custom body needs a hd.config.BodyConfig subclass"
     mixes_tokens: ClassVar[bool]
+    _required: ClassVar[tuple[str, ...]] = ("mixes_tokens",)
 
     def build(self, in_features: int) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must define build(in_features)")
