@@ -391,3 +391,50 @@ def test_a_run_directory_gets_the_run_loader_named(tmp_path) -> None:
     with pytest.raises(hd.CheckpointError, match=r"is not a hyperdnn checkpoint \(format None\); hd.load reads a directory "
                                                  r"written by hd.save \(a run directory .* hyperdnn.experiments.load_run"):
         hd.load(run, target=target())
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    if path and path[0] not in ("sha256", "config_sha256"):
+        yield path
+
+
+def _fuzz(tmp_path, values) -> int:
+    """Every field of a saved config.json replaced by every value (hashes made valid): loading either
+    works or raises one of the library's errors, never a raw one. Returns the number of cases."""
+    import copy
+
+    hd.save(model(), tmp_path)
+    original = json.loads((tmp_path / "config.json").read_text())
+    cases = 0
+    for path in list(_leaves(original)):
+        for value in values:
+            cfg = copy.deepcopy(original)
+            node = cfg
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = value
+            cfg["config_sha256"] = _config_hash(cfg)
+            (tmp_path / "config.json").write_text(json.dumps(cfg))
+            try:
+                hd.load(tmp_path, target=target())
+            except hd.HyperDNNError:
+                pass
+            cases += 1
+    return cases
+
+
+def test_any_field_replaced_by_a_bad_value_gives_a_library_error(tmp_path) -> None:
+    assert _fuzz(tmp_path, [True, 10**20, "x", None]) > 400
+
+
+@pytest.mark.slow
+def test_any_field_replaced_by_any_bad_value_gives_a_library_error(tmp_path) -> None:
+    values = [True, False, -1, 0, 3, 2.5, 10**20, 2**70, 1e300, float("nan"), float("inf"), "x", "", [], {}, None,
+              [1, 2], {"type": "MLP"}]
+    assert _fuzz(tmp_path, values) > 2000
