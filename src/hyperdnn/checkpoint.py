@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,6 @@ def _read_capped(path: Path, cap: int, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            import stat
-
             if not stat.S_ISREG(st.st_mode):
                 raise CheckpointError(f"load: {path} is not a regular file (a device, fifo or directory); "
                                       f"expected the {what} written by hd.save")
