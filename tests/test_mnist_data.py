@@ -308,7 +308,7 @@ def test_gzip_bomb_behind_a_valid_header_fails_fast(tmp_path: Path) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 2 and peak < 16 << 20  # never decompressed whole
+    assert time.perf_counter() - start < 10 and peak < 16 << 20  # never decompressed whole (256 MB)
 
 
 def test_a_header_declaring_more_than_a_gzip_can_hold_fails_before_reading(tmp_path: Path) -> None:

@@ -277,7 +277,8 @@ def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        ok = isinstance(info, dict) and info.get("dtype") in _DTYPE_BYTES and _is_shape(info.get("shape"))
+        ok = isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] in _DTYPE_BYTES \
+            and _is_shape(info.get("shape"))
         offsets = info.get("data_offsets") if ok else None
         if not ok or not _is_shape(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
             raise CheckpointError(f"load: cannot read {path} (its header entry {name!r} is malformed)")
