@@ -220,7 +220,8 @@ def checked(check: Check, default: Any = dataclasses.MISSING, *, factory: Any = 
 
     Args:
         check: the field check (``positive_int``, ``number(0, 1)``, ...).
-        default, factory: as in ``dataclasses.field`` (neither: the field is required).
+        default: as in ``dataclasses.field`` (neither this nor ``factory``: the field is required).
+        factory: ``default_factory`` of ``dataclasses.field``.
         stored: False for a field that is not written to files (a module); loading
             then takes it as a keyword (``hd.load(..., encoder=module)``).
         doc: what to pass for a field that is not stored, for the loader's message.
