@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hyperdnn.cli import main
+from hyperdnn.experiments.cli import main
 from hyperdnn.errors import CheckpointError, ConfigError, HDTypeError
-from hyperdnn.runs import RunContext, RunInterrupted, flatten_state, latest_checkpoint, load_checkpoint, run_recipe, save_checkpoint, unflatten_state
+from hyperdnn.experiments.runs import RunContext, RunInterrupted, flatten_state, latest_checkpoint, load_checkpoint, run_recipe, save_checkpoint, unflatten_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -31,7 +31,7 @@ TOTAL = 480
 
 
 def cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hyperdnn.cli", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "hyperdnn.experiments.cli", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -177,7 +177,7 @@ def test_state_round_trip_and_corrupt_checkpoint(tmp_path: Path) -> None:
 
 
 def test_run_recipe_api_in_process(tmp_path: Path) -> None:
-    from hyperdnn.recipes import get_recipe
+    from hyperdnn.experiments.recipes import get_recipe
 
     r = get_recipe("toy-regression")
     res = run_recipe(r, r.config(steps=10, baseline=False), out_dir=tmp_path, show_progress=False, print_tables=False, checkpoint_every=0, threads=1)
@@ -277,9 +277,9 @@ def test_option_values_that_do_not_parse(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_config_checks_in_the_api(tmp_path: Path) -> None:
-    from hyperdnn.recipes import get_recipe
-    from hyperdnn.recipes.permuted_mnist import Config as PermutedConfig
-    from hyperdnn.recipes.toy_regression import Config as ToyConfig, make_mlp
+    from hyperdnn.experiments.recipes import get_recipe
+    from hyperdnn.experiments.recipes.permuted_mnist import Config as PermutedConfig
+    from hyperdnn.experiments.recipes.toy_regression import Config as ToyConfig, make_mlp
 
     with pytest.raises(HDTypeError, match="toy-regression: steps must be an int .got float 2.5."):
         ToyConfig(steps=2.5)
@@ -293,7 +293,7 @@ def test_config_checks_in_the_api(tmp_path: Path) -> None:
     r = get_recipe("toy-regression")
     with pytest.raises(ConfigError, match="checkpoint_every must be >= 0 .got -3."):
         run_recipe(r, r.config(steps=1), checkpoint_every=-3, out_dir=tmp_path / "out", show_progress=False)
-    with pytest.raises(HDTypeError, match=r"config for 'toy-regression' must be a hyperdnn.recipes.toy_regression.Config \(got hyperdnn.recipes.permuted_mnist.Config\)"):
+    with pytest.raises(HDTypeError, match=r"config for 'toy-regression' must be a hyperdnn.experiments.recipes.toy_regression.Config \(got hyperdnn.experiments.recipes.permuted_mnist.Config\)"):
         run_recipe(r, PermutedConfig(), out_dir=tmp_path / "out", show_progress=False)
     assert run_dirs(tmp_path / "out") == []
 
@@ -446,7 +446,7 @@ def tiny_run(ctx: RunContext) -> dict:
 
 
 def test_ctrl_c_in_the_final_evaluation_and_nan_in_results(tmp_path: Path) -> None:
-    from hyperdnn.recipes import Recipe
+    from hyperdnn.experiments.recipes import Recipe
 
     tiny = Recipe("tiny", "test recipe", TinyConfig, tiny_run)
     TINY["interrupt"] = True

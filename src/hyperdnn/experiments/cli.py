@@ -131,7 +131,7 @@ _RUN_FLAGS = {"-h", "--help", "--no-progress"}
 
 def _recipe_option_kinds() -> tuple[set[str], set[str]]:
     """(flags, options taking a value) over every recipe; an option of both kinds is in neither."""
-    from hyperdnn.recipes import all_recipes
+    from hyperdnn.experiments.recipes import all_recipes
 
     flags: set[str] = set()
     valued: set[str] = set()
@@ -188,8 +188,8 @@ def _peek_recipe(argv: list[str]) -> Any:
         ConfigError: the named recipe does not exist (also when options follow the name).
         CheckpointError: no recipe name and RUN_DIR's config.json is damaged.
     """
-    from hyperdnn.recipes import get_recipe
-    from hyperdnn.runs import read_run_config
+    from hyperdnn.experiments.recipes import get_recipe
+    from hyperdnn.experiments.runs import read_run_config
 
     if not argv or argv[0] != "run":
         return None
@@ -203,7 +203,7 @@ def _peek_recipe(argv: list[str]) -> Any:
 
 
 def _cmd_list() -> int:
-    from hyperdnn.recipes import all_recipes, broken_recipe_modules
+    from hyperdnn.experiments.recipes import all_recipes, broken_recipe_modules
 
     recipes = all_recipes()
     width = max((len(r.name) for r in recipes), default=0)
@@ -219,7 +219,7 @@ _FIXED_ON_RESUME = ("seed", "device", "out_dir", "checkpoint_every", "log_every"
 
 
 def _cmd_run(args: argparse.Namespace, recipe: Any, argv: list[str]) -> int:
-    from hyperdnn.runs import RunInterrupted, read_run_config, run_recipe
+    from hyperdnn.experiments.runs import RunInterrupted, read_run_config, run_recipe
 
     if args.recipe is None and args.resume is None:
         print("hyperdnn run: give a recipe name (see 'hyperdnn list') or --resume RUN_DIR", file=sys.stderr)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _build_parser(recipe).parse_args(argv)
         if args.command == "run" and args.recipe is not None and (recipe is None or args.recipe != recipe.name):
             # the name argparse found is not the one peeked at: parse again with that recipe's options
-            from hyperdnn.recipes import get_recipe
+            from hyperdnn.experiments.recipes import get_recipe
 
             recipe = get_recipe(args.recipe)
             args = _build_parser(recipe).parse_args(argv)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from hyperdnn.data.continual_tasks import split_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.recipes import in_range, recipe
-from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
-from hyperdnn.recipes.toy_regression import make_mlp
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import in_range, recipe
+from hyperdnn.experiments.recipes._continual import check_chunked_config, chunked_spec, run_continual
+from hyperdnn.experiments.recipes.toy_regression import make_mlp
+from hyperdnn.experiments.runs import RunContext
 
 
 @dataclass

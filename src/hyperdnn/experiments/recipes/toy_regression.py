@@ -20,9 +20,9 @@ from hyperdnn.data.continual_tasks import Task, toy_regression
 from hyperdnn.errors import ConfigError
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.outputs import GenerateOnce
-from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
-from hyperdnn.recipes._continual import ContinualSpec, run_continual
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
+from hyperdnn.experiments.recipes._continual import ContinualSpec, run_continual
+from hyperdnn.experiments.runs import RunContext
 
 PAPER_MSE = (0.0042, 0.0024, 0.0061)
 

@@ -29,8 +29,8 @@ from hyperdnn.data.text import CharCorpus, batchify, bptt_batch, load_char_corpu
 from hyperdnn.errors import ConfigError, DataError, HDTypeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
-from hyperdnn.recipes import non_negative, positive, recipe, some_of
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import non_negative, positive, recipe, some_of
+from hyperdnn.experiments.runs import RunContext
 
 PAPER_PTB_BPC = {"lstm": 1.312, "ln-lstm": 1.267, "hyper-lstm": 1.265, "ln-hyper-lstm": 1.250}
 MODELS = tuple(PAPER_PTB_BPC)

@@ -2,13 +2,13 @@
 
 A recipe is a name, a one-line summary, a config dataclass (its defaults are
 the published configuration) and a ``run(ctx)`` function. Adding one is one
-file in this folder with one decorator; every module in ``hyperdnn/recipes/``
+file in this folder with one decorator; every module in ``hyperdnn/experiments/recipes/``
 is imported when the registry is first used, so nothing else needs editing::
 
-    # src/hyperdnn/recipes/my_recipe.py
+    # src/hyperdnn/experiments/recipes/my_recipe.py
     from dataclasses import dataclass
-    from hyperdnn.recipes import recipe
-    from hyperdnn.runs import RunContext
+    from hyperdnn.experiments.recipes import recipe
+    from hyperdnn.experiments.runs import RunContext
 
     @dataclass
     class Config:
@@ -167,7 +167,7 @@ class Recipe:
         name: the CLI name (``hyperdnn run NAME``), lower-case with dashes.
         summary: one line for ``hyperdnn list``.
         config: a dataclass type; ``config()`` gives the published defaults.
-        run: ``run(ctx: hyperdnn.runs.RunContext) -> dict`` (the dict goes into results.json).
+        run: ``run(ctx: hyperdnn.experiments.runs.RunContext) -> dict`` (the dict goes into results.json).
     """
 
     name: str

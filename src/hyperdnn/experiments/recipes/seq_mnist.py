@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
-from hyperdnn.recipes import boolean, non_negative, positive, recipe, some_of
-from hyperdnn.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, non_negative, positive, recipe, some_of
+from hyperdnn.experiments.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
+from hyperdnn.experiments.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
 

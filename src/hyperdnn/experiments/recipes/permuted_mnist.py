@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from hyperdnn.data.continual_tasks import permuted_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.recipes import boolean, in_range, non_negative, positive, recipe
-from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
-from hyperdnn.recipes.toy_regression import make_mlp
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, in_range, non_negative, positive, recipe
+from hyperdnn.experiments.recipes._continual import check_chunked_config, chunked_spec, run_continual
+from hyperdnn.experiments.recipes.toy_regression import make_mlp
+from hyperdnn.experiments.runs import RunContext
 
 
 @dataclass

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_conv import hyper_conv
-from hyperdnn.recipes import non_negative, positive, recipe, some_of
-from hyperdnn.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import non_negative, positive, recipe, some_of
+from hyperdnn.experiments.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
+from hyperdnn.experiments.runs import RunContext
 
 MODELS = ("normal", "hyper")
 PAPER_TEST_ERROR = {"normal": 0.72, "hyper": 0.76}

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from hyperdnn.errors import CheckpointError, ConfigError, HDTypeError, HyperDNNError
-from hyperdnn.run_checkpoint import (  # noqa: F401  (re-exported)
+from hyperdnn.experiments.run_checkpoint import (  # noqa: F401  (re-exported)
     _LATEST,
     _load_state_into,
     _set_rng_states,
@@ -481,7 +481,7 @@ def run_recipe(
     before its first step (bad data, a recipe check) leaves no directory behind.
 
     Args:
-        recipe: a :class:`hyperdnn.recipes.Recipe` or its name.
+        recipe: a :class:`hyperdnn.experiments.recipes.Recipe` or its name.
         config: an instance of the recipe's config dataclass (default: its defaults).
         seed: seeds python/numpy/torch before the recipe starts (default 0).
         threads: ``torch.set_num_threads`` for the run (default 1; on resume: the run's own,
@@ -510,7 +510,7 @@ def run_recipe(
             is written first; results.json is not).
         ConfigError: bad options; CheckpointError: a damaged run directory on resume.
     """
-    from hyperdnn.recipes import get_recipe
+    from hyperdnn.experiments.recipes import get_recipe
 
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)

@@ -4,7 +4,7 @@ Several classifiers are trained one after the other on the same data with Adam,
 a cosine learning-rate schedule from ``lr`` down to ``0.1 * lr`` and an epoch
 order that depends only on ``(seed, epoch)``, so that a run resumed at any step
 boundary ends with the same weights as an uninterrupted one (see
-:mod:`hyperdnn.runs`).
+:mod:`hyperdnn.experiments.runs`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from hyperdnn.data.mnist import load_mnist
 from hyperdnn.errors import ConfigError
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.runs import RunContext
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
