@@ -170,6 +170,9 @@ def test_state_round_trip_and_corrupt_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c", {"opt": opt, "lin": p}, {"step": 1}, {"global_step": 1, "metrics_bytes": 0})
     assert load_checkpoint(tmp_path / "c")["state"] == {"step": 1}
     (tmp_path / "c" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="tensors.safetensors does not match its sha256 in manifest.json"):
+        load_checkpoint(tmp_path / "c")
+    rehash(tmp_path / "c")  # garbage that its manifest vouches for: still refused, by safetensors
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match="cannot store a set"):
@@ -328,6 +331,15 @@ def test_resume_refuses_the_options_the_run_fixes(finished_run: Path, tmp_path: 
     assert results_without_time(run_dir) == results_without_time(finished_run)
 
 
+def rehash(ckpt: Path) -> None:
+    """Rewrite a checkpoint's manifest.json to vouch for its files as they are now (a consistent but bad checkpoint)."""
+    import hashlib
+
+    m = json.loads((ckpt / "manifest.json").read_text())
+    m["sha256"] = {name: hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in m["sha256"]}
+    (ckpt / "manifest.json").write_text(json.dumps(m))
+
+
 def damage(run_dir: Path, what: str) -> None:
     ckpt = run_dir / (run_dir / "LATEST").read_text().strip()
     state = json.loads((ckpt / "state.json").read_text())
@@ -362,6 +374,8 @@ def damage(run_dir: Path, what: str) -> None:
         (ckpt / "state.json").write_text("[]")
     else:
         raise AssertionError(what)
+    if what.startswith("state:"):
+        rehash(ckpt)
 
 
 DAMAGE = {
@@ -437,7 +451,8 @@ def tiny_run(ctx: RunContext) -> dict:
         loss.backward()
         opt.step()
         state["step"] += 1
-        ctx.step_done(loss=float("nan") if state["step"] == 2 else loss.item())
+        # a NaN metric other than the loss is logged as null (a NaN loss stops the run: test_nonfinite_loss_*)
+        ctx.step_done(loss=loss.item(), score=float("nan") if state["step"] == 2 else 1.0)
     ctx.checkpoint()
     if TINY["interrupt"]:
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while evaluating: the handler only sets a flag
@@ -465,7 +480,7 @@ def test_ctrl_c_in_the_final_evaluation_and_nan_in_results(tmp_path: Path) -> No
     assert saved["results"]["nan"] is None and saved["results"]["inf"] is None and saved["tables"][0]["rows"] == [[None]]
     assert saved["results"]["weight"] == pytest.approx(res.results["weight"])
     rows = [json.loads(x, parse_constant=strict) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4, 6] and rows[0]["loss"] is None  # --log-every 2, kept on resume
+    assert [r["step"] for r in rows] == [2, 4, 6] and rows[0]["score"] is None  # --log-every 2, kept on resume
     assert json.loads((run_dir / "config.json").read_text())["log_every"] == 2
 
 

@@ -6,8 +6,10 @@ Examples::
     hyperdnn run toy-regression
     hyperdnn run split-mnist --steps 500 --threads 2 --data-dir ~/mnist
     hyperdnn run permuted-mnist --tasks 3 --steps 1000 --device cuda
+    hyperdnn run path/to/my_recipe.py --steps 10     # a recipe file outside the package
     hyperdnn run --resume runs/split-mnist-20250101-120000
-    hyperdnn run split-mnist --help         # shows the recipe's own options
+    hyperdnn run split-mnist --help                  # the recipe's own options
+    torchrun --nproc_per_node 2 -m hyperdnn run toy-regression   # data-parallel
 """
 
 from __future__ import annotations
@@ -15,191 +17,78 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import types
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from hyperdnn.errors import HyperDNNError
+from hyperdnn.experiments.options import add_recipe_options, option_kinds, scalar
 
 __all__ = ["main"]
 
+# One thread: the recipes' small matrices run slower with more (toy-regression took 5 min
+# with 2 threads against 45 s with 1 on a 2-core machine); raise it by hand for big targets.
+DEFAULT_THREADS = 1
 
-def _default_threads() -> int:
-    # One thread: the recipes' small matrices run slower with more (toy-regression took 5 min
-    # with 2 threads against 45 s with 1 on a 2-core machine); raise it by hand for big targets.
-    return 1
-
-
-_NAMES = {int: "int", float: "number", str: "string"}
-
-
-def _scalar(tp: Any) -> Any:
-    def conv(s: str) -> Any:
-        try:
-            return tp(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an' if tp is int else 'a'} {_NAMES.get(tp, tp.__name__)} (got {s!r})") from None
-
-    return conv
+_RUN_DESCRIPTION = (
+    "Train and evaluate a recipe; writes runs/RECIPE-<time>/ (config.json, metrics.jsonl, results.json/.md, figures, "
+    "checkpoints). Ctrl-C writes a checkpoint; continue with --resume RUN_DIR (which takes only --threads, --data-dir and "
+    "--no-progress besides: the run's config.json fixes the rest)."
+)
 
 
-def _field_parser(tp: Any, default: Any = None) -> tuple[Any, str]:
-    """(argparse type callable, metavar) for a config field annotation; bad values give an argparse error."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner, meta = _field_parser(args[0], default)
-
-        def optional(s: str) -> Any:
-            if s.lower() == "none":
-                return None
-            try:
-                return inner(s)
-            except argparse.ArgumentTypeError as e:
-                raise argparse.ArgumentTypeError(f"{e} or 'none'") from None
-
-        return optional, meta + "|none"
-    if origin is tuple:
-        args = typing.get_args(tp)
-        elem = args[0] if args else str
-        word = _NAMES.get(elem, "value") + "s"
-        example = ",".join(map(str, default)) if isinstance(default, tuple) and default else {int: "400,400", float: "0.1,0.2"}.get(elem, "a,b")
-
-        def many(s: str) -> tuple:
-            try:
-                return tuple(elem(p.strip()) for p in s.split(",") if p.strip() != "")
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected comma-separated {word}, e.g. {example} (got {s!r})") from None
-
-        return many, "A,B,..."
-    if tp in (int, float):
-        return _scalar(tp), "INT" if tp is int else "FLOAT"
-    return str, "STR"
+def _add_run_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options of 'run' itself, on the run parser (defaults None) and on each recipe's (not overriding)."""
+    d = argparse.SUPPRESS if suppress else None
+    g = p.add_argument_group("run options")
+    g.add_argument("--seed", type=scalar(int), default=d, metavar="INT", help="seed for every RNG (default: 0)")
+    g.add_argument("--threads", type=scalar(int), default=d, metavar="INT", help="torch CPU threads (default: 1, fastest for these small networks; on --resume the run's own)")
+    g.add_argument("--device", default=d, metavar="{cpu,cuda,cuda:N}", help="where to train (default: cpu)")
+    g.add_argument("--data-dir", default=d, metavar="DIR", help="directory with the data files (default: $HYPERDNN_DATA, else ~/.cache/hyperdnn); on --resume the run's own unless given")
+    g.add_argument("--out-dir", default=d, metavar="DIR", help="where run directories are made (default: runs)")
+    g.add_argument("--resume", metavar="RUN_DIR", default=d, help="continue an interrupted run from its last checkpoint (its config.json is used)")
+    g.add_argument("--checkpoint-every", type=scalar(int), default=d, metavar="STEPS", help="steps between checkpoints, 0 = only at the ends of phases, on Ctrl-C and at the end (default: 500)")
+    g.add_argument("--log-every", type=scalar(int), default=d, metavar="STEPS", help="steps between rows of metrics.jsonl (default: 1, every step)")
+    g.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS if suppress else False, help="no progress bar or periodic progress lines (a line per new phase/task still)")
 
 
-def _add_recipe_options(parser: argparse.ArgumentParser, recipe: Any) -> None:
-    group = parser.add_argument_group(f"options of recipe '{recipe.name}' (defaults: the published configuration)")
-    hints = typing.get_type_hints(recipe.config)
-    for f in fields(recipe.config):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)  # type: ignore[misc]
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f.metadata.get("help", "") if f.metadata else ""
-        text = f"{text} (default: {shown})".strip()
-        tp = hints.get(f.name, str)
-        if tp is bool:
-            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            conv, meta = _field_parser(tp, default)
-            group.add_argument(flag, dest=f"cfg_{f.name}", type=conv, metavar=meta, default=None, help=text)
+class _Parser(argparse.ArgumentParser):
+    """An unknown recipe name is the registry's error (one line, the nearest name suggested), not argparse's list."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if self.prog.endswith(" run") and isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            from hyperdnn.experiments.recipes import get_recipe
+
+            get_recipe(value)  # raises ConfigError: unknown recipe ...; did you mean ...?
+        super()._check_value(action, value)
 
 
-def _build_parser(recipe: Any = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperdnn", description="Hypernetworks on PyTorch: run published experiments.", epilog="Run 'hyperdnn COMMAND --help' for a command's options.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def build_parser(files: dict[str, Any] | None = None, with_recipes: bool = True) -> argparse.ArgumentParser:
+    """The parser of the ``hyperdnn`` command: one sub-parser per recipe under ``run``.
 
-    # no abbreviated options: the recipe's options are added after its name is found (_peek_recipe)
-    run = sub.add_parser("run", allow_abbrev=False, help="train and evaluate a recipe into a run directory", description="Train and evaluate a recipe; writes runs/RECIPE-<time>/ (config.json, metrics.jsonl, results.json/.md, plots, checkpoints). Ctrl-C writes a checkpoint; continue with --resume RUN_DIR (which takes only --threads, --data-dir and --no-progress besides: the run's config.json fixes the rest).")
-    run.add_argument("recipe", nargs="?", help="recipe name (see 'hyperdnn list'); may be left out with --resume")
-    run.add_argument("--seed", type=_scalar(int), default=None, help="seed for every RNG (default: 0)")
-    run.add_argument("--threads", type=_scalar(int), default=None, help="torch CPU threads (default: 1, fastest for these small networks; on --resume the run's own)")
-    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
-    run.add_argument("--data-dir", default=None, help="directory with the data files (default: $HYPERDNN_DATA, else ~/.cache/hyperdnn); on --resume the run's own unless given")
-    run.add_argument("--out-dir", default=None, help="where run directories are made (default: runs)")
-    run.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last checkpoint (its config.json is used)")
-    run.add_argument("--checkpoint-every", type=_scalar(int), default=None, metavar="STEPS", help="steps between checkpoints, 0 = only at the ends of phases, on Ctrl-C and at the end (default: 500)")
-    run.add_argument("--log-every", type=_scalar(int), default=None, metavar="STEPS", help="steps between rows of metrics.jsonl (default: 1, every step)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if recipe is not None:
-        _add_recipe_options(run, recipe)
-
-    sub.add_parser("list", help="list the recipes, one line each", description="List the recipes, one line each.")
-
-    bench = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS)", description="Run the project's benchmarks: 'python -m benchmarks ARGS' from a checkout. Every argument after 'bench' is passed on, e.g. 'hyperdnn bench --quick' (see 'python -m benchmarks --help').")
-    # only for the help text: main() passes everything after 'bench' on before argparse sees it
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
-    return parser
-
-
-# options of 'run' itself: those that take a value, and flags
-_RUN_VALUE_OPTIONS = {"--seed", "--threads", "--device", "--data-dir", "--out-dir", "--resume", "--checkpoint-every", "--log-every"}
-_RUN_FLAGS = {"-h", "--help", "--no-progress"}
-
-
-def _recipe_option_kinds() -> tuple[set[str], set[str]]:
-    """(flags, options taking a value) over every recipe; an option of both kinds is in neither."""
+    Args:
+        files: ``{path as given: recipe}`` for recipe files named on the command line.
+        with_recipes: add the recipe sub-parsers (False: 'run' takes any recipe name, for --resume).
+    """
     from hyperdnn.experiments.recipes import all_recipes
 
-    flags: set[str] = set()
-    valued: set[str] = set()
-    for r in all_recipes():
-        hints = typing.get_type_hints(r.config)
-        for f in fields(r.config):
-            flag = "--" + f.name.replace("_", "-")
-            if hints.get(f.name) is bool:
-                flags |= {flag, "--no-" + flag[2:]}
-            else:
-                valued.add(flag)
-    both = flags & valued
-    return flags - both, valued - both
-
-
-def _recipe_token(argv: list[str]) -> str | None:
-    """The recipe name after 'run': the first token that is neither an option nor an option's value.
-
-    Stops (None) at an option it cannot classify, rather than guess which token is the name.
-    """
-    flags, valued = _recipe_option_kinds()
-    flags |= _RUN_FLAGS
-    valued |= _RUN_VALUE_OPTIONS
-    i = 1
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--":
-            return argv[i + 1] if i + 1 < len(argv) else None
-        if not tok.startswith("-"):
-            return tok
-        opt = tok.split("=", 1)[0]
-        if opt in flags or ("=" in tok and opt in valued):
-            i += 1
-        elif opt in valued:
-            i += 2
-        else:
-            return None
-    return None
-
-
-def _option_value(argv: list[str], option: str) -> str | None:
-    for i, tok in enumerate(argv):
-        if tok == option and i + 1 < len(argv):
-            return argv[i + 1]
-        if tok.startswith(option + "="):
-            return tok.split("=", 1)[1]
-    return None
-
-
-def _peek_recipe(argv: list[str]) -> Any:
-    """The recipe that 'run' names (or that --resume RUN_DIR's config.json names), to add its options.
-
-    Raises:
-        ConfigError: the named recipe does not exist (also when options follow the name).
-        CheckpointError: no recipe name and RUN_DIR's config.json is damaged.
-    """
-    from hyperdnn.experiments.recipes import get_recipe
-    from hyperdnn.experiments.runs import read_run_config
-
-    if not argv or argv[0] != "run":
-        return None
-    name = _recipe_token(argv)
-    if name is not None:
-        return get_recipe(name)
-    resume = _option_value(argv, "--resume")
-    if resume is not None and (Path(resume) / "config.json").is_file():
-        return get_recipe(read_run_config(resume)["recipe"])
-    return None
+    parser = argparse.ArgumentParser(prog="hyperdnn", description="Hypernetworks on PyTorch: run published experiments.", epilog="Run 'hyperdnn COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    run = sub.add_parser("run", allow_abbrev=False, help="train and evaluate a recipe into a run directory", description=_RUN_DESCRIPTION)
+    _add_run_options(run, suppress=False)
+    if with_recipes:
+        recipes = run.add_subparsers(dest="recipe", metavar="RECIPE", parser_class=argparse.ArgumentParser, title="recipes", description="see 'hyperdnn list'; 'hyperdnn run RECIPE --help' shows a recipe's options; a path to a .py file runs the recipe it defines")
+        for r in all_recipes():
+            aliases = [path for path, fr in (files or {}).items() if fr is r]
+            rp = recipes.add_parser(r.name, aliases=aliases, allow_abbrev=False, help=r.summary, description=f"{r.summary}. {_RUN_DESCRIPTION}")
+            _add_run_options(rp, suppress=True)
+            add_recipe_options(rp, r)
+    else:
+        run.add_argument("recipe", nargs="?", help="recipe name (see 'hyperdnn list'); may be left out with --resume")
+    sub.add_parser("list", help="list the recipes, one line each", description="List the recipes, one line each.")
+    bench = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks ARGS, from a source checkout)", description="Run the project's benchmarks: 'python -m benchmarks ARGS' from a source checkout (the benchmarks/ folder is not installed with the package). Every argument after 'bench' is passed on, e.g. 'hyperdnn bench --quick' (see 'python -m benchmarks --help').")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
+    return parser
 
 
 def _cmd_list() -> int:
@@ -210,38 +99,44 @@ def _cmd_list() -> int:
     for r in recipes:
         print(f"{r.name:<{width}}  {r.summary}")
     for mod, err in broken_recipe_modules().items():
-        print(f"(recipes/{mod}.py failed to import: {err})", file=sys.stderr)
+        print(f"(recipe {mod} failed to import: {err})", file=sys.stderr)
     return 0
 
 
-# options that config.json fixes for a run: refused with --resume rather than ignored
-_FIXED_ON_RESUME = ("seed", "device", "out_dir", "checkpoint_every", "log_every")
+def _load_files(argv: list[str]) -> dict[str, Any]:
+    """Recipe files named after 'run' (a token ending in .py that is a file), loaded before parsing."""
+    from hyperdnn.experiments.recipes import get_recipe
+
+    return {tok: get_recipe(tok) for tok in argv[1:] if tok.endswith(".py") and Path(tok).is_file()}
 
 
-def _cmd_run(args: argparse.Namespace, recipe: Any, argv: list[str]) -> int:
-    from hyperdnn.experiments.runs import RunInterrupted, read_run_config, run_recipe
+def _resume_recipe(resume: str) -> Any:
+    """The recipe of a run directory, from its config.json (a recipe file is loaded again)."""
+    from hyperdnn.experiments.recipes import get_recipe, load_recipe_file
+    from hyperdnn.experiments.run_dir import read_run_config
 
-    if args.recipe is None and args.resume is None:
-        print("hyperdnn run: give a recipe name (see 'hyperdnn list') or --resume RUN_DIR", file=sys.stderr)
-        return 2
-    if recipe is None:  # --resume without a name: a missing config.json is reported here
-        read_run_config(args.resume)
-        print(f"hyperdnn run --resume: cannot tell the recipe of {args.resume}", file=sys.stderr)
-        return 2
+    saved = read_run_config(resume)
+    source = saved.get("recipe_source")
+    if isinstance(source, str):
+        load_recipe_file(source)
+    return get_recipe(saved["recipe"])
+
+
+def _run(args: argparse.Namespace, recipe: Any, argv: list[str], fixed_extras: list[str]) -> int:
+    from hyperdnn.experiments.resume import FIXED_ON_RESUME, refuse_fixed_options
+    from hyperdnn.experiments.runs import RunInterrupted, run_recipe
+
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     if args.resume is not None:
-        fixed = [k for k in _FIXED_ON_RESUME if getattr(args, k) is not None] + sorted(overrides)
-        if fixed:
-            flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-            print(f"hyperdnn run --resume: the run's config.json fixes {flags}; drop them (only --threads, --data-dir and --no-progress may be given with --resume)", file=sys.stderr)
-            return 2
+        given = [k for k in FIXED_ON_RESUME if getattr(args, k, None) is not None] + fixed_extras
+        refuse_fixed_options(given, as_flags=True)
     config = recipe.config(**overrides) if args.resume is None else None
     try:
         run_recipe(
             recipe,
             config,
             seed=args.seed,
-            threads=args.threads if args.threads is not None else (None if args.resume else _default_threads()),
+            threads=args.threads if args.threads is not None else (None if args.resume else DEFAULT_THREADS),
             device=args.device,
             data_dir=args.data_dir,
             out_dir=args.out_dir,
@@ -257,10 +152,41 @@ def _cmd_run(args: argparse.Namespace, recipe: Any, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_run(argv: list[str]) -> int:
+    resume = any(t == "--resume" or t.startswith("--resume=") for t in argv[1:])
+    if not resume:
+        files = _load_files(argv)
+        args = build_parser(files).parse_args(argv)
+        if args.recipe is None:
+            print("hyperdnn run: give a recipe name (see 'hyperdnn list') or --resume RUN_DIR", file=sys.stderr)
+            return 2
+        from hyperdnn.experiments.recipes import get_recipe
+
+        return _run(args, files.get(args.recipe) or get_recipe(args.recipe), argv, [])
+    # --resume: the run's config.json names the recipe; its options are refused, not parsed
+    parser = build_parser(with_recipes=False)
+    args, extras = parser.parse_known_args(argv)
+    recipe = _resume_recipe(args.resume)
+    known = option_kinds(recipe)
+    flags = [t.split("=", 1)[0] for t in extras if t.startswith("--")]
+    unknown = [t for t in extras if t.startswith("-") and t.split("=", 1)[0] not in known]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.recipe is not None and not flags and args.recipe != recipe.name:
+        from hyperdnn.errors import ConfigError
+
+        raise ConfigError(f"run --resume: {args.resume} is a '{recipe.name}' run (asked to resume it as '{args.recipe}')")
+    return _run(args, recipe, argv, flags)
+
+
 def _cmd_bench(args: list[str]) -> int:
-    # `python -m benchmarks` finds the package in the current directory (a checkout)
+    # `python -m benchmarks` finds the package in the current directory (a checkout); it is not installed
     if not (Path.cwd() / "benchmarks" / "__main__.py").is_file():
-        print("hyperdnn bench: no 'benchmarks' package here; run it from a checkout of the hyperdnn repository (the benchmarks/ folder is not installed)", file=sys.stderr)
+        print(
+            "hyperdnn bench: the benchmarks need a source checkout of hyperdnn (the benchmarks/ folder is not part of the "
+            "installed package); run 'hyperdnn bench' from the checkout's top folder, e.g. after 'git clone' and 'pip install -e .'",
+            file=sys.stderr,
+        )
         return 2
     return subprocess.call([sys.executable, "-m", "benchmarks", *args])
 
@@ -273,20 +199,17 @@ def main(argv: list[str] | None = None) -> int:
             # everything after 'bench' belongs to the benchmarks, options included (no '--' needed)
             rest = argv[2:] if argv[1:2] == ["--"] else argv[1:]
             return _cmd_bench(rest)
-        recipe = _peek_recipe(argv)
-        args = _build_parser(recipe).parse_args(argv)
-        if args.command == "run" and args.recipe is not None and (recipe is None or args.recipe != recipe.name):
-            # the name argparse found is not the one peeked at: parse again with that recipe's options
-            from hyperdnn.experiments.recipes import get_recipe
-
-            recipe = get_recipe(args.recipe)
-            args = _build_parser(recipe).parse_args(argv)
+        if argv[:1] == ["run"]:
+            return _cmd_run(argv)
+        args = build_parser().parse_args(argv)
         if args.command == "list":
             return _cmd_list()
-        return _cmd_run(args, recipe, argv)
+        return 2  # argparse handled --help / errors above
     except HyperDNNError as e:
+        from hyperdnn.experiments.context import NonFiniteLossError
+
         print(f"hyperdnn: error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, NonFiniteLossError) else 2
     except KeyboardInterrupt:
         print("\nhyperdnn: interrupted", file=sys.stderr)
         return 130
