@@ -170,7 +170,7 @@ def test_state_round_trip_and_corrupt_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c", {"opt": opt, "lin": p}, {"step": 1}, {"global_step": 1, "metrics_bytes": 0})
     assert load_checkpoint(tmp_path / "c")["state"] == {"step": 1}
     (tmp_path / "c" / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="tensors.safetensors does not match its sha256 in manifest.json"):
+    with pytest.raises(CheckpointError, match="tensors.safetensors is 7 bytes, but manifest.json recorded"):
         load_checkpoint(tmp_path / "c")
     rehash(tmp_path / "c")  # garbage that its manifest vouches for: still refused, by safetensors
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
@@ -337,6 +337,7 @@ def rehash(ckpt: Path) -> None:
 
     m = json.loads((ckpt / "manifest.json").read_text())
     m["sha256"] = {name: hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in m["sha256"]}
+    m["bytes"] = {name: (ckpt / name).stat().st_size for name in m["sha256"]}
     (ckpt / "manifest.json").write_text(json.dumps(m))
 
 

@@ -213,6 +213,11 @@ class RunContext:
         name = self.run_dir / f"checkpoint-{self.global_step}"
         if not self.is_main:
             return name
+        for obj_name, obj in self._objects.items():
+            if isinstance(obj, torch.nn.Module):
+                bad = [n for n, p in obj.named_parameters() if not torch.isfinite(p).all()]
+                if bad:  # never checkpoint a diverged model over the last good one
+                    self._stop_nonfinite(float("nan"), {}, f"{obj_name}'s parameters {', '.join(bad[:3])} hold NaN or infinite values")
         metrics = self.run_dir / METRICS
         meta = {
             "global_step": self.global_step,
@@ -250,7 +255,7 @@ class RunContext:
         if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
             self.checkpoint()
 
-    def _stop_nonfinite(self, loss: float, metrics: dict[str, Any]) -> None:
+    def _stop_nonfinite(self, loss: float, metrics: dict[str, Any], what: str | None = None) -> None:
         self.close_progress()
         try:
             kept = self.store.latest()
@@ -259,7 +264,7 @@ class RunContext:
         where = ", ".join(f"{k} {v}" for k, v in metrics.items() if isinstance(v, str))
         last = f"the last good checkpoint, {kept.name}, is kept" if kept else "no checkpoint was written before it"
         raise NonFiniteLossError(
-            f"run: the training loss is {loss} at step {self.global_step}{f' ({where})' if where else ''}; the run stopped "
+            f"run: {what or f'the training loss is {loss}'} at step {self.global_step}{f' ({where})' if where else ''}; the run stopped "
             f"({last}; no model was saved). Lower --lr or check the data; the settings are in {self.run_dir / CONFIG}"
         )
 

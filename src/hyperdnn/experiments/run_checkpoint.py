@@ -11,7 +11,9 @@ unpickled.
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 import shutil
 from pathlib import Path
 from typing import Any
@@ -171,7 +173,8 @@ def save_checkpoint(directory: Path, objects: dict[str, Any], state: dict[str, A
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / TENSORS))
         (tmp / STATE).write_text(json.dumps(skeleton))
-        manifest = {"format": _FORMAT, "sha256": {name: sha256_file(tmp / name) for name in (TENSORS, STATE)}, "config_sha256": config_sha256}
+        names = (TENSORS, STATE)
+        manifest = {"format": _FORMAT, "sha256": {n: sha256_file(tmp / n) for n in names}, "bytes": {n: (tmp / n).stat().st_size for n in names}, "config_sha256": config_sha256}
         (tmp / MANIFEST).write_text(json.dumps(manifest))
         tmp.rename(directory)
     except BaseException:
@@ -189,7 +192,7 @@ def verify_checkpoint(directory: Path) -> dict[str, Any]:
         CheckpointError: a file missing, too large, or whose sha256 differs (named).
     """
     for name in (STATE, TENSORS, MANIFEST):
-        if not (directory / name).is_file():
+        if not (directory / name).exists():  # present but not a regular file: read_small / sha256_file say so
             raise CheckpointError(f"runs: checkpoint {directory} lacks {name} (expected {TENSORS}, {STATE} and {MANIFEST}; the checkpoint is damaged)")
     try:
         manifest = json.loads(read_small(directory / MANIFEST, what="runs"))
@@ -198,7 +201,17 @@ def verify_checkpoint(directory: Path) -> dict[str, Any]:
     hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
     if not isinstance(hashes, dict) or set(hashes) != {TENSORS, STATE}:
         raise CheckpointError(f"runs: {directory / MANIFEST} does not list the sha256 of {TENSORS} and {STATE}; the checkpoint is damaged")
+    sizes = manifest.get("bytes") if isinstance(manifest.get("bytes"), dict) else {}
     for name, want in hashes.items():
+        st = os.stat(directory / name)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"runs: {directory / name} is not a regular file (a device, pipe or directory); the checkpoint is damaged: restore it or resume from another checkpoint")
+        size = st.st_size
+        if name in sizes and size != sizes[name]:  # checked first: a huge file is not read to be hashed
+            raise CheckpointError(
+                f"runs: {directory / name} is {size:,} bytes, but {MANIFEST} recorded {sizes[name]:,}: the file was changed or "
+                f"damaged after it was written; restore it or resume from another checkpoint"
+            )
         got = sha256_file(directory / name, what="runs")
         if got != want:
             raise CheckpointError(
@@ -218,7 +231,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any]:
         CheckpointError: files missing, changed since written, unreadable or of another format.
     """
     jpath, tpath = directory / STATE, directory / TENSORS
-    if not jpath.is_file() or not tpath.is_file():
+    if not jpath.exists() or not tpath.exists():
         raise CheckpointError(f"runs: checkpoint {directory} lacks {STATE} or {TENSORS}")
     manifest = verify_checkpoint(directory)
     try:

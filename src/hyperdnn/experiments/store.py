@@ -109,7 +109,11 @@ class CheckpointStore:
                     else:
                         target.unlink()
                 save_checkpoint(target, objects, state, meta, config_sha256)
-            verify_checkpoint(target)
+            try:
+                verify_checkpoint(target)
+            except CheckpointError:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
         with disk_full_is_an_error(LATEST, self.run_dir, previous.name if previous else None):
             write_atomic(self.run_dir / LATEST, name)
         if previous is not None and previous != target:

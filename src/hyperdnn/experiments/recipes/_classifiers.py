@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.errors import ConfigError
+from hyperdnn.errors import ConfigError, DataError
 from hyperdnn.experiments.runs import RunContext
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -37,6 +37,9 @@ def standardized_mnist(ctx: RunContext, part: str, train_subset: int, channel: b
         ``((train_x, train_y), (test_x, test_y))``.
     """
     data = load_mnist(ctx.data_dir)
+    for split, images in (("training", data.train_images), ("test", data.test_images)):
+        if len(images) == 0:  # refused before training, not a ZeroDivisionError after it
+            raise DataError(f"{part}: the MNIST {split} set has 0 images (expected at least one); check the data files in the data directory")
     if train_subset > len(data.train_images):
         raise ConfigError(f"{part}: train_subset={train_subset} is more than the {len(data.train_images)} training images")
 
