@@ -180,7 +180,7 @@ def get_recipe(name: str) -> Recipe:
     if isinstance(name, str) and name.endswith(".py"):
         found = load_recipe_file(name)
         if len(found) > 1:
-            raise ConfigError(f"recipe: {name} registers {len(found)} recipes ({', '.join(r.name for r in found)}); run one by name after loading the file")
+            raise ConfigError(f"recipe: {name} registers {len(found)} recipes ({', '.join(r.name for r in found)}); a recipe file run by its path must register exactly one")
         return found[0]
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "(none)"
