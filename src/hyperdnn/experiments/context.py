@@ -97,6 +97,14 @@ class RunContext:
         return self.rank == 0
 
     @property
+    def published(self) -> bool:
+        """The config is the recipe's defaults (the published configuration): paper numbers apply."""
+        try:
+            return bool(self.config == type(self.config)())
+        except Exception:  # a config without defaults for every field
+            return False
+
+    @property
     def interrupted(self) -> bool:
         """A Ctrl-C / SIGTERM asked the run to stop at the next step boundary."""
         return self._interrupted

@@ -44,6 +44,9 @@ class Recipe:
             ``--resume`` finds it again), else None.
         build: optional ``build(config) -> nn.Module`` that rebuilds the trained model's
             skeleton, for :func:`hyperdnn.experiments.load_run`.
+        figures: optional ``figures(run_dir, name, results, published) -> list[Path]`` drawn
+            from the results once the run is done (``published``: the config is the recipe's
+            defaults, so the paper's numbers apply).
     """
 
     name: str
@@ -52,6 +55,7 @@ class Recipe:
     run: Callable[[Any], dict]
     source: str | None = None
     build: Callable[[Any], Any] | None = None
+    figures: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, Recipe] = {}
@@ -67,7 +71,7 @@ def register(r: Recipe) -> Recipe:
     if not isinstance(r.name, str) or not r.name or r.name != r.name.lower() or " " in r.name:
         raise ConfigError(f"recipe: name must be lower-case without spaces (got {r.name!r})")
     if r.source is None and _loading_file is not None:
-        r = Recipe(r.name, r.summary, r.config, r.run, _loading_file, r.build)
+        r = Recipe(r.name, r.summary, r.config, r.run, _loading_file, r.build, r.figures)
     old = _REGISTRY.get(r.name)
     if old is not None and (old.run.__module__, old.source) != (r.run.__module__, r.source):
         where = lambda x: x.source or x.run.__module__  # noqa: E731
@@ -76,7 +80,7 @@ def register(r: Recipe) -> Recipe:
     return r
 
 
-def recipe(name: str, summary: str, config: type, build: Callable[[Any], Any] | None = None) -> Callable[[Callable[[Any], dict]], Callable[[Any], dict]]:
+def recipe(name: str, summary: str, config: type, build: Callable[[Any], Any] | None = None, figures: Callable[..., Any] | None = None) -> Callable[[Callable[[Any], dict]], Callable[[Any], dict]]:
     """Decorator that registers ``run(ctx)`` as recipe ``name``.
 
     Args:
@@ -84,10 +88,11 @@ def recipe(name: str, summary: str, config: type, build: Callable[[Any], Any] | 
         summary: one line for ``hyperdnn list``.
         config: the config dataclass type (defaults = the published configuration).
         build: optional ``build(config) -> nn.Module`` for :func:`hyperdnn.experiments.load_run`.
+        figures: optional ``figures(run_dir, name, results, published)`` drawn after the run.
     """
 
     def deco(fn: Callable[[Any], dict]) -> Callable[[Any], dict]:
-        register(Recipe(name=name, summary=summary, config=config, run=fn, build=build))
+        register(Recipe(name=name, summary=summary, config=config, run=fn, build=build, figures=figures))
         return fn
 
     return deco

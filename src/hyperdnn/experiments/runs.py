@@ -81,6 +81,18 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return value
 
 
+def _draw_figures(recipe: Any, ctx: RunContext, results: dict[str, Any]) -> None:
+    """The runner's figures (loss curves) and the recipe's own from its results; a plotting failure is a note."""
+    from hyperdnn.experiments.figures import loss_curves
+
+    try:
+        loss_curves(ctx.run_dir, recipe.name)
+        if recipe.figures is not None:
+            recipe.figures(ctx.run_dir, recipe.name, results, ctx.published)
+    except (ImportError, ValueError, KeyError, TypeError) as e:  # the results are saved either way
+        print(f"note: a figure of {ctx.run_dir} could not be drawn ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def run_recipe(
     recipe: Any,
     config: Any = None,
@@ -240,6 +252,7 @@ def run_recipe(
             raise
         tables_md = "\n\n".join(t.markdown() for t in ctx.tables)
         if dist.is_main:
+            _draw_figures(recipe, ctx, results)
             header = f"# {recipe.name}: results\n\nRun directory `{run_dir}`, seed {seed}, {threads} thread(s), device {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else "") + ".\n\n"
             with disk_full_is_an_error("results.json", run_dir, latest_checkpoint(run_dir).name if latest_checkpoint(run_dir) else None):
                 tables_md = write_results(run_dir, recipe.name, header, results, ctx.tables)
