@@ -149,6 +149,11 @@ def _run(args: argparse.Namespace, recipe: Any, argv: list[str], fixed_extras: l
     except RunInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # under torchrun: leave the process group cleanly
+            dist.destroy_process_group()
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hyperdnn.errors import CheckpointError, ConfigError, HyperDNNError
+from hyperdnn.experiments import distributed
 from hyperdnn.experiments.files import disk_full_is_an_error, sha256_file
 from hyperdnn.experiments.render import Progress, Table, json_safe, jsonable
 from hyperdnn.experiments.run_checkpoint import load_state_into, set_rng_states
@@ -88,6 +89,7 @@ class RunContext:
     world_size: int = 1
     config_sha256: str | None = None
     _metrics_hash: Any = field(default_factory=hashlib.sha256)
+    _hooked: set[int] = field(default_factory=set)
 
     # -- what the runner reads ----------------------------------------------------------
 
@@ -136,8 +138,24 @@ class RunContext:
             **objects: ``name=obj`` with obj an ``nn.Module``, an ``Optimizer``, a
                 ``torch.Generator``, a ``dict[str, Tensor]`` (restored in place) or any object
                 with ``state_dict()`` / ``load_state_dict()``. Register them before :meth:`restore`.
+                Under torchrun the gradients of tracked modules are averaged over the processes.
         """
         self._objects.update(objects)
+        if self.world_size > 1:
+            for obj in objects.values():
+                if isinstance(obj, torch.nn.Module):
+                    distributed.average_gradients(obj, self.world_size, self._hooked)
+
+    def shard(self, *tensors: torch.Tensor) -> Any:
+        """This process's slice of a global batch (dim 0); the tensors themselves without torchrun.
+
+        Call it on every training batch: with N processes each computes the loss on 1/N of
+        the batch and the averaged gradients equal the whole batch's.
+
+        Raises:
+            ConfigError: the batch size is not divisible by the number of processes.
+        """
+        return distributed.shard(tensors, self.rank, self.world_size)
 
     def restore(self, default: dict[str, Any]) -> dict[str, Any]:
         """The loop state: ``default`` on a fresh run, the checkpointed one on resume.
@@ -174,7 +192,8 @@ class RunContext:
         missing = set(self._objects) ^ set(ckpt["objects"])
         if missing:
             raise CheckpointError(f"runs: checkpoint {self._resume_from} tracks {sorted(ckpt['objects'])} but the recipe tracks {sorted(self._objects)}")
-        self._restore_metrics(meta["metrics_bytes"], meta.get("metrics_sha256"))
+        if self.is_main:  # rank 0 alone writes metrics.jsonl
+            self._restore_metrics(meta["metrics_bytes"], meta.get("metrics_sha256"))
         for name, obj in self._objects.items():
             load_state_into(obj, ckpt["objects"][name], name)
         self.global_step = meta["global_step"]
@@ -250,6 +269,11 @@ class RunContext:
             RunInterrupted: after Ctrl-C / SIGTERM, once the checkpoint is on disk.
         """
         self.global_step += n
+        if self.world_size > 1:  # the metrics of the whole batch, and a stop asked on any process, on every process
+            keys = [k for k, v in metrics.items() if isinstance(jsonable(v), float)]
+            means, stop = distributed.mean_over_processes([float(jsonable(metrics[k])) for k in keys], self._interrupted)
+            metrics = {**metrics, **dict(zip(keys, means))}
+            self._interrupted = stop
         loss = jsonable(metrics.get("loss"))
         if isinstance(loss, float) and not math.isfinite(loss):
             self._stop_nonfinite(loss, metrics)

@@ -150,17 +150,17 @@ def run_recipe(
         recipe = get_recipe(recipe)
     if threads is not None:
         _check_int("threads", threads, 1)
-    dist = distributed.current()
     resume_from: Path | None = None
     lock: RunLock | None = None
     if resume is not None:
         fixed = {"config": config, "seed": seed, "device": device, "out_dir": out_dir, "checkpoint_every": checkpoint_every, "log_every": log_every}
         refuse_fixed_options([k for k, v in fixed.items() if v is not None], as_flags=False)
         run_dir = Path(resume)
-        plan = plan_resume(run_dir, recipe, threads, data_dir, dist.world_size)
+        plan = plan_resume(run_dir, recipe, threads, data_dir, distributed.world_size())
+        dist = distributed.current(plan.device)
         if dist.is_main:  # before anything is read or cut: one process per run directory
             lock = RunLock(run_dir)
-        config, seed, device, dev, threads = plan.config, plan.seed, plan.device, plan.torch_device, plan.threads
+        config, seed, device, dev, threads = plan.config, plan.seed, plan.device, dist.device(plan.torch_device), plan.threads
         data_dir, checkpoint_every, log_every = plan.data_dir, plan.checkpoint_every, plan.log_every
         try:
             resume_from = CheckpointStore(run_dir).resume_point()
@@ -181,6 +181,7 @@ def run_recipe(
         if not isinstance(config, recipe.config):
             raise HDTypeError(f"run: config for '{recipe.name}' must be a {recipe.config.__module__}.{recipe.config.__qualname__} (got {type(config).__module__}.{type(config).__qualname__})")
         dev = check_device(device)
+        dist = distributed.current(device)
         dev = dist.device(dev)
         data_dir = None if data_dir is None else Path(data_dir).expanduser().resolve()
         threads = 1 if threads is None else threads

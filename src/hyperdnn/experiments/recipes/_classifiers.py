@@ -107,7 +107,7 @@ def train_classifiers(
             if perm_key != (state["model"], epoch):  # the order of an epoch depends on (seed, epoch) only: exact resume
                 gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)
                 perm, perm_key = torch.randperm(len(xtr), generator=gen).to(xtr.device), (state["model"], epoch)
-            idx = perm[i * batch_size : (i + 1) * batch_size]
+            idx = ctx.shard(perm[i * batch_size : (i + 1) * batch_size])  # this process's part of the batch under torchrun
             loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
             for g in opt.param_groups:
                 g["lr"] = lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * state["step"] / total)))
