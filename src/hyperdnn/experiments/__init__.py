@@ -6,12 +6,15 @@ config dataclass and a ``run(ctx)`` function registered with :func:`recipe`
 """
 
 from hyperdnn.experiments.context import NonFiniteLossError, RunContext, RunInterrupted
+from hyperdnn.experiments.loading import LoadedRun, load_run
 from hyperdnn.experiments.registry import Recipe, all_recipes, get_recipe, load_recipe_file, recipe, register
 from hyperdnn.experiments.runs import RunResult, run_recipe
 
 __all__ = [
     "all_recipes",
     "get_recipe",
+    "LoadedRun",
+    "load_run",
     "load_recipe_file",
     "NonFiniteLossError",
     "Recipe",

@@ -125,10 +125,18 @@ def _lr(cfg: Config, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / max(cfg.steps, 1))))
 
 
+def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
+    """The untrained models of a finished run, named as tracked (the vocabulary size is in its results)."""
+    if "vocab_size" not in results:
+        raise ConfigError("char-lm: load_run needs a finished run (the vocabulary size is in results.json)")
+    return {f"model_{k}": CharModel(k, results["vocab_size"], cfg) for k in cfg.models}
+
+
 @recipe(
     "char-lm",
     "character LM on a text file (default KJV Bible): LSTM vs LayerNorm LSTM vs HyperLSTM vs LN HyperLSTM, BPC (Ha et al. 2016 Table 3); ~1 h on 2 cores",
     Config,
+    build=build_all,
 )
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config

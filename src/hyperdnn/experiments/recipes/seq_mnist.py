@@ -96,7 +96,12 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     return count_correct(model, images, labels) / len(images)
 
 
-@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config)
+def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
+    """The untrained models of a run, named as tracked (for :func:`hyperdnn.experiments.load_run`)."""
+    return {f"model_{k}": build(k, cfg) for k in cfg.models}
+
+
+@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config, build=build_all)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     (xtr, ytr), (xte, yte) = standardized_mnist(ctx, "seq-mnist", cfg.train_subset, channel=False)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from hyperdnn.data.continual_tasks import split_mnist
 from hyperdnn.data.mnist import load_mnist
 from hyperdnn.experiments.recipes import in_range, recipe
+from hyperdnn.experiments import builders
 from hyperdnn.experiments.figures import continual_figures
 from hyperdnn.experiments.recipes._continual import check_chunked_config, chunked_spec, run_continual
 from hyperdnn.experiments.recipes.toy_regression import make_mlp
@@ -50,7 +51,7 @@ class Config:
         in_range("split-mnist", "tasks", self.tasks, 1, 5)
 
 
-@recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config, figures=continual_figures)
+@recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config, figures=continual_figures, build=builders.split_mnist)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = split_mnist(load_mnist(ctx.data_dir), cfg.tasks)
