@@ -134,7 +134,7 @@ def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
 
 @recipe(
     "char-lm",
-    "character LM on a text file (default KJV Bible): LSTM vs LayerNorm LSTM vs HyperLSTM vs LN HyperLSTM, BPC (Ha et al. 2016 Table 3); ~1 h on 2 cores",
+    "character LM on a text file (default KJV Bible): LSTM vs LayerNorm LSTM vs HyperLSTM vs LN HyperLSTM, BPC (Ha et al. 2016 Table 3); about 25 min on one core",
     Config,
     build=build_all,
 )

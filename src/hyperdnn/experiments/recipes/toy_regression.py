@@ -114,7 +114,7 @@ def _plot(ctx: RunContext, model: nn.Module, base: nn.Module, tasks: list[Task])
     ctx.save_figure(fig, "predictions")
 
 
-@recipe("toy-regression", "3 polynomial 1D regression tasks in sequence, hypernetwork + output regularizer (von Oswald et al. 2020); no data needed, ~1 min", Config, figures=continual_figures, build=builders.toy_regression)
+@recipe("toy-regression", "3 polynomial 1D regression tasks in sequence, hypernetwork + output regularizer (von Oswald et al. 2020); no data needed, under a minute", Config, figures=continual_figures, build=builders.toy_regression)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = toy_regression(cfg.num_train, cfg.num_test, cfg.noise_std, cfg.data_seed)
