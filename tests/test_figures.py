@@ -64,3 +64,22 @@ def test_loss_curves_from_metrics_jsonl(tmp_path: Path) -> None:
     assert out == tmp_path / "loss.png" and mpimg.imread(out).shape[1] > 600  # two panels side by side
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "kind": "eval"}\n')
     assert figures.loss_curves(tmp_path, "toy") is None
+
+
+def test_eval_curves_count_each_models_steps_from_its_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.axes
+
+    rows = [{"step": s, "loss": 1.0, "model": m} for m, steps in (("a", range(1, 11)), ("b", range(11, 21))) for s in steps]
+    rows += [{"step": 15, "kind": "eval", "model": "b", "valid_bpc": 2.0}, {"step": 5, "kind": "eval", "model": "a", "valid_bpc": 3.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines: list = []
+    hlines: list = []
+    real_plot, real_axhline = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, x, y, *a, **k: lines.append((list(x), list(y))) or real_plot(self, x, y, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", lambda self, y, *a, **k: hlines.append(y) or real_axhline(self, y, *a, **k))
+    assert figures.eval_curves(tmp_path, "lm", "eval", "valid_bpc", "validation bits per character") == tmp_path / "evaluation.png"
+    assert lines == [([5], [2.0]), ([5], [3.0])] and hlines == []  # b's step 15 is its 5th step
+    lines.clear()
+    figures.eval_curves(tmp_path, "lm", "eval", "valid_bpc", "bpc", paper={"a": 1.3})
+    assert hlines == [1.3]
+    assert figures.eval_curves(tmp_path, "lm", "epoch", "test_error", "test error (%)") is None

@@ -190,3 +190,57 @@ def continual_figures(run_dir: Path, title: str, results: dict[str, Any], publis
     if cl3:
         out.append(cl3_bars(run_dir, title, results["hnet"]["final"], cl3["per_task"], cl3["task_inference_per_task"], paper.get("cl3")))
     return out
+
+
+def eval_curves(run_dir: Path, title: str, kind: str, key: str, ylabel: str, paper: dict[str, float] | None = None, name: str = "evaluation") -> Path | None:
+    """``run_dir/name.png``: an evaluation metric logged during training, one line per model.
+
+    Reads the metrics.jsonl rows with ``"kind": kind`` and a number under ``key`` (x: the
+    row's ``epoch`` if it has one, else the model's own step count). The y
+    axis is logarithmic when the values span more than a factor 30; the paper's value of
+    each model is a dashed line in its colour. Returns None when no row has the metric.
+
+    Args:
+        run_dir: a run directory with metrics.jsonl.
+        title: the figure title (the recipe).
+        kind: the rows' kind, e.g. ``"epoch"`` or ``"eval"``.
+        key: the metric, e.g. ``"test_error"``.
+        ylabel: the y-axis label with its unit, e.g. ``"test error (%)"``.
+        paper: model -> the paper's value, drawn only when given (the paper's settings).
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    # where each model's training starts (models train one after the other): steps count from there
+    start: dict[str, int] = {}
+    for r in rows:
+        if "loss" in r and "model" in r:
+            start.setdefault(str(r["model"]), r["step"] - 1)
+    rows = [r for r in rows if r.get("kind") == kind and isinstance(r.get(key), (int, float))]
+    if not rows:
+        return None
+    by_model: dict[str, list[dict]] = {}
+    for r in rows:
+        by_model.setdefault(str(r.get("model", "")), []).append(r)
+    xkey = "epoch" if all("epoch" in r for r in rows) else "step"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    values = [r[key] for r in rows] + list((paper or {}).values())
+    for i, (model, rs) in enumerate(by_model.items()):
+        xs = [r["epoch"] if xkey == "epoch" else r["step"] - start.get(model, 0) for r in rs]
+        ax.plot(xs, [r[key] for r in rs], marker="o", ms=3, color=f"C{i}", label=model or key)
+        if paper and model in paper:
+            ax.axhline(paper[model], color=f"C{i}", ls="--", lw=1, label=f"{model}: paper {paper[model]:g}")
+    if _spans_decades(values):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch" if xkey == "epoch" else "optimizer step of the model")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel + (" (log scale)" if _spans_decades(values) else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"{title}: {ylabel} during training", fontsize=10)
+    out = Path(run_dir) / f"{name}.png"
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out

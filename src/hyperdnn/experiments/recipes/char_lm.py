@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from hyperdnn.data.mnist import data_root
 from hyperdnn.data.text import CharCorpus, batchify, bptt_batch, load_char_corpus, num_bptt_batches
+from hyperdnn.experiments.figures import eval_curves
 from hyperdnn.errors import ConfigError, DataError, HDTypeError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.layers.layer_norm_lstm import LayerNormLSTM
@@ -132,11 +133,17 @@ def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
     return {f"model_{k}": CharModel(k, results["vocab_size"], cfg) for k in cfg.models}
 
 
+def figures(run_dir: Path, name: str, results: dict, published: bool) -> None:
+    """Validation bits per character of each model during training (the paper's are on another corpus)."""
+    eval_curves(run_dir, name, "eval", "valid_bpc", "validation bits per character")
+
+
 @recipe(
     "char-lm",
     "character LM on a text file (default KJV Bible): LSTM vs LayerNorm LSTM vs HyperLSTM vs LN HyperLSTM, BPC (Ha et al. 2016 Table 3); about 25 min on one core",
     Config,
     build=build_all,
+    figures=figures,
 )
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config

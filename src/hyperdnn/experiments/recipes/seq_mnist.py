@@ -11,9 +11,11 @@ test accuracy after the last epoch (no model selection on the test set).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import Tensor, nn
 
+from hyperdnn.experiments.figures import eval_curves
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
 from hyperdnn.experiments.recipes import boolean, non_negative, positive, recipe, some_of
@@ -101,7 +103,12 @@ def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
     return {f"model_{k}": build(k, cfg) for k in cfg.models}
 
 
-@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config, build=build_all)
+def figures(run_dir: Path, name: str, results: dict, published: bool) -> None:
+    """Test accuracy per epoch of each model (the paper has no number for this setting)."""
+    eval_curves(run_dir, name, "epoch", "test_acc", "test accuracy (fraction of 10,000 images)")
+
+
+@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config, build=build_all, figures=figures)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     (xtr, ytr), (xte, yte) = standardized_mnist(ctx, "seq-mnist", cfg.train_subset, channel=False)
