@@ -81,6 +81,86 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return value
 
 
+@dataclass
+class _Setup:
+    """A run ready to start: its directory (locked by rank 0), settings and where to resume from."""
+
+    run_dir: Path
+    config: Any
+    seed: int
+    device: str
+    torch_device: torch.device
+    threads: int
+    data_dir: str | Path | None
+    checkpoint_every: int
+    log_every: int
+    dist: distributed.World
+    lock: RunLock | None
+    resume_from: Path | None = None
+
+
+def _setup_resume(run_dir: Path, recipe: Any, threads: int | None, data_dir: str | Path | None) -> _Setup:
+    """Check a run directory for ``--resume``, lock it, and find its last checkpoint."""
+    plan = plan_resume(run_dir, recipe, threads, data_dir, distributed.world_size())
+    dist = distributed.current(plan.device)
+    lock = RunLock(run_dir) if dist.is_main else None  # before anything is read or cut: one process per run
+    try:
+        resume_from = CheckpointStore(run_dir).resume_point()
+        if resume_from is None and dist.is_main:  # interrupted before the first checkpoint: start over in the same directory
+            metrics = run_dir / METRICS
+            if metrics.is_file():
+                metrics.write_bytes(b"")
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return _Setup(run_dir, plan.config, plan.seed, plan.device, dist.device(plan.torch_device), plan.threads, plan.data_dir,
+                  plan.checkpoint_every, plan.log_every, dist, lock, resume_from)
+
+
+def _setup_fresh(recipe: Any, config: Any, seed: int | None, threads: int | None, device: str | None, data_dir: str | Path | None,
+                 out_dir: str | Path | None, checkpoint_every: int | None, log_every: int | None, argv: list[str] | None) -> _Setup:
+    """Check a new run's options, then make its directory (rank 0), lock it and write config.json."""
+    seed = _check_int("seed", 0 if seed is None else seed, -(2**63))
+    checkpoint_every = _check_int("checkpoint_every", 500 if checkpoint_every is None else checkpoint_every, 0)
+    log_every = _check_int("log_every", 1 if log_every is None else log_every, 1)
+    device = "cpu" if device is None else device
+    config = recipe.config() if config is None else config
+    if not isinstance(config, recipe.config):
+        raise HDTypeError(f"run: config for '{recipe.name}' must be a {recipe.config.__module__}.{recipe.config.__qualname__} (got {type(config).__module__}.{type(config).__qualname__})")
+    dev = check_device(device)
+    dist = distributed.current(device)
+    data_dir = None if data_dir is None else Path(data_dir).expanduser().resolve()
+    threads = 1 if threads is None else threads
+    run_dir = dist.broadcast_path(make_run_dir(Path("runs" if out_dir is None else out_dir), recipe.name) if dist.is_main else None)
+    lock = None
+    if dist.is_main:
+        lock = RunLock(run_dir)
+        record = {
+            "recipe": recipe.name,
+            "config": config_to_json(config),
+            "seed": seed,
+            "threads": threads,
+            "device": device,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "checkpoint_every": checkpoint_every,
+            "log_every": log_every,
+            "world_size": dist.world_size,
+            "argv": argv if argv is not None else sys.argv,
+            "torch": torch.__version__,
+        }
+        if recipe.source:
+            record["recipe_source"] = recipe.source
+        try:
+            with disk_full_is_an_error(CONFIG, run_dir, None):
+                (run_dir / CONFIG).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        except BaseException:
+            lock.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return _Setup(run_dir, config, seed, device, dist.device(dev), threads, data_dir, checkpoint_every, log_every, dist, lock)
+
+
 def _draw_figures(recipe: Any, ctx: RunContext, results: dict[str, Any]) -> None:
     """The runner's figures (loss curves) and the recipe's own from its results; a plotting failure is a note."""
     from hyperdnn.experiments.figures import loss_curves
@@ -150,69 +230,16 @@ def run_recipe(
         recipe = get_recipe(recipe)
     if threads is not None:
         _check_int("threads", threads, 1)
-    resume_from: Path | None = None
-    lock: RunLock | None = None
     if resume is not None:
         fixed = {"config": config, "seed": seed, "device": device, "out_dir": out_dir, "checkpoint_every": checkpoint_every, "log_every": log_every}
         refuse_fixed_options([k for k, v in fixed.items() if v is not None], as_flags=False)
-        run_dir = Path(resume)
-        plan = plan_resume(run_dir, recipe, threads, data_dir, distributed.world_size())
-        dist = distributed.current(plan.device)
-        if dist.is_main:  # before anything is read or cut: one process per run directory
-            lock = RunLock(run_dir)
-        config, seed, device, dev, threads = plan.config, plan.seed, plan.device, dist.device(plan.torch_device), plan.threads
-        data_dir, checkpoint_every, log_every = plan.data_dir, plan.checkpoint_every, plan.log_every
-        try:
-            resume_from = CheckpointStore(run_dir).resume_point()
-            if resume_from is None and dist.is_main:  # interrupted before the first checkpoint: start over in the same directory
-                metrics = run_dir / METRICS
-                if metrics.is_file():
-                    metrics.write_bytes(b"")
-        except BaseException:
-            if lock is not None:
-                lock.close()
-            raise
+        setup = _setup_resume(Path(resume), recipe, threads, data_dir)
     else:
-        seed = _check_int("seed", 0 if seed is None else seed, -(2**63))
-        checkpoint_every = _check_int("checkpoint_every", 500 if checkpoint_every is None else checkpoint_every, 0)
-        log_every = _check_int("log_every", 1 if log_every is None else log_every, 1)
-        device = "cpu" if device is None else device
-        config = recipe.config() if config is None else config
-        if not isinstance(config, recipe.config):
-            raise HDTypeError(f"run: config for '{recipe.name}' must be a {recipe.config.__module__}.{recipe.config.__qualname__} (got {type(config).__module__}.{type(config).__qualname__})")
-        dev = check_device(device)
-        dist = distributed.current(device)
-        dev = dist.device(dev)
-        data_dir = None if data_dir is None else Path(data_dir).expanduser().resolve()
-        threads = 1 if threads is None else threads
-        run_dir = dist.broadcast_path(make_run_dir(Path("runs" if out_dir is None else out_dir), recipe.name) if dist.is_main else None)
-        if dist.is_main:
-            lock = RunLock(run_dir)
+        setup = _setup_fresh(recipe, config, seed, threads, device, data_dir, out_dir, checkpoint_every, log_every, argv)
+    run_dir, dist, lock = setup.run_dir, setup.dist, setup.lock
+    config, seed, device, threads = setup.config, setup.seed, setup.device, setup.threads
     torch.set_num_threads(threads)
     try:
-        if resume is None and dist.is_main:
-            record = {
-                "recipe": recipe.name,
-                "config": config_to_json(config),
-                "seed": seed,
-                "threads": threads,
-                "device": device,
-                "data_dir": None if data_dir is None else str(data_dir),
-                "checkpoint_every": checkpoint_every,
-                "log_every": log_every,
-                "world_size": dist.world_size,
-                "argv": argv if argv is not None else sys.argv,
-                "torch": torch.__version__,
-            }
-            if getattr(recipe, "source", None):
-                record["recipe_source"] = recipe.source
-            try:
-                with disk_full_is_an_error(CONFIG, run_dir, None):
-                    (run_dir / CONFIG).write_text(json.dumps(record, indent=2, default=str) + "\n")
-            except BaseException:
-                lock.close()
-                shutil.rmtree(run_dir, ignore_errors=True)
-                raise
         dist.barrier()
         seed_everything(seed)
         ctx = RunContext(
@@ -220,16 +247,16 @@ def run_recipe(
             config=config,
             run_dir=run_dir,
             seed=seed,
-            device=dev,
+            device=setup.torch_device,
             threads=threads,
-            data_dir=None if data_dir is None else Path(data_dir),
-            checkpoint_every=checkpoint_every,
+            data_dir=None if setup.data_dir is None else Path(setup.data_dir),
+            checkpoint_every=setup.checkpoint_every,
             show_progress=show_progress,
-            log_every=log_every,
+            log_every=setup.log_every,
             rank=dist.rank,
             world_size=dist.world_size,
             config_sha256=file_sha256(run_dir / CONFIG),
-            _resume_from=resume_from,
+            _resume_from=setup.resume_from,
         )
         try:
             with InterruptFlag(ctx.request_stop, lambda: ctx.interrupted):
@@ -255,7 +282,8 @@ def run_recipe(
         if dist.is_main:
             _draw_figures(recipe, ctx, results)
             header = f"# {recipe.name}: results\n\nRun directory `{run_dir}`, seed {seed}, {threads} thread(s), device {device}" + (f", {dist.world_size} processes" if dist.world_size > 1 else "") + ".\n\n"
-            with disk_full_is_an_error("results.json", run_dir, latest_checkpoint(run_dir).name if latest_checkpoint(run_dir) else None):
+            kept = latest_checkpoint(run_dir)
+            with disk_full_is_an_error("results.json", run_dir, kept.name if kept else None):
                 tables_md = write_results(run_dir, recipe.name, header, results, ctx.tables)
             if print_tables and tables_md:
                 print(tables_md)
