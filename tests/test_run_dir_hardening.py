@@ -301,3 +301,55 @@ def test_empty_test_data_is_refused_before_training(recipe: str, opts: list[str]
     err = capsys.readouterr().err
     assert rc == 2 and ("0 items" in err or "0 images" in err), err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())  # refused before a step: no run left
+
+
+# a recipe whose step 3 gets a NaN input: the loss and every gradient of that step are NaN
+def _nan_at_3(ctx) -> dict:
+    lin = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+    ctx.track(model=lin, optimizer=opt)
+    state = ctx.restore({"step": 0})
+    gen = torch.Generator().manual_seed(0)
+    while state["step"] < 6:
+        x = torch.randn(4, 3, generator=gen)
+        if state["step"] == 2:
+            x[0, 0] = float("nan")
+        loss = lin(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        ctx.step_done(loss=loss.item())
+    return {"w": lin.weight.detach().flatten().tolist()}
+
+
+def test_skip_nonfinite_skips_exactly_the_bad_step(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    from hyperdnn.experiments.context import NonFiniteLossError
+    from hyperdnn.experiments.registry import Recipe
+
+    @dataclass
+    class C:
+        pass
+
+    r = Recipe("nan-at-3", "test", C, _nan_at_3)
+    with pytest.raises(NonFiniteLossError, match="the training loss is nan at step 3"):  # off by default
+        run_recipe(r, out_dir=tmp_path / "a", show_progress=False, print_tables=False, threads=1, checkpoint_every=0)
+    res = run_recipe(r, out_dir=tmp_path / "b", show_progress=False, print_tables=False, threads=1, checkpoint_every=0, skip_nonfinite=True)
+    # the reference: the same loop by hand, without step 3
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(6):
+        x = torch.randn(4, 3, generator=gen)
+        if step == 2:
+            continue
+        opt.zero_grad()
+        lin(x).pow(2).mean().backward()
+        opt.step()
+    assert res.results["w"] == lin.weight.detach().flatten().tolist()
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("kind") == "skipped"] == [3]
+    assert json.loads((res.run_dir / "config.json").read_text())["skip_nonfinite"] is True

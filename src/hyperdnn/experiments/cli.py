@@ -48,6 +48,7 @@ def _add_run_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--resume", metavar="RUN_DIR", default=d, help="continue an interrupted run from its last checkpoint (its config.json is used)")
     g.add_argument("--checkpoint-every", type=scalar(int), default=d, metavar="STEPS", help="steps between checkpoints, 0 = only at the ends of phases, on Ctrl-C and at the end (default: 500)")
     g.add_argument("--log-every", type=scalar(int), default=d, metavar="STEPS", help="steps between rows of metrics.jsonl (default: 1, every step)")
+    g.add_argument("--skip-nonfinite", action="store_true", default=argparse.SUPPRESS if suppress else None, help="skip optimizer steps whose gradients hold NaN or infinities instead of stopping the run (default: a NaN loss stops it, exit status 3)")
     g.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS if suppress else False, help="no progress bar or periodic progress lines (a line per new phase/task still)")
 
 
@@ -143,6 +144,7 @@ def _run(args: argparse.Namespace, recipe: Any, argv: list[str], fixed_extras: l
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
             log_every=args.log_every,
+            skip_nonfinite=args.skip_nonfinite,
             show_progress=not args.no_progress,
             argv=["hyperdnn", *argv],
         )

@@ -63,6 +63,8 @@ class RunContext:
         show_progress: progress on stderr (a bar on a terminal, plain lines elsewhere);
             False: only a line per new phase/task.
         log_every: :meth:`step_done` writes its metrics to metrics.jsonl every this many steps.
+        skip_nonfinite: optimizer steps with NaN/inf gradients are skipped (not applied) and
+            logged instead of stopping the run; after 100 skipped steps in a row the run stops.
         rank: this process's rank under torchrun (0 alone writes the run directory).
         world_size: processes training together (1 without torchrun).
         global_step: optimizer steps done so far.
@@ -90,6 +92,10 @@ class RunContext:
     config_sha256: str | None = None
     _metrics_hash: Any = field(default_factory=hashlib.sha256)
     _hooked: set[int] = field(default_factory=set)
+    skip_nonfinite: bool = False
+    _skipped: int = 0
+    _skipped_in_a_row: int = 0
+    _skipping: bool = False
 
     # -- what the runner reads ----------------------------------------------------------
 
@@ -141,10 +147,22 @@ class RunContext:
                 Under torchrun the gradients of tracked modules are averaged over the processes.
         """
         self._objects.update(objects)
+        if self.skip_nonfinite:
+            for obj in objects.values():
+                if isinstance(obj, torch.optim.Optimizer):
+                    obj.register_step_pre_hook(self._drop_nonfinite_gradients)
         if self.world_size > 1:
             for obj in objects.values():
                 if isinstance(obj, torch.nn.Module):
                     distributed.average_gradients(obj, self.world_size, self._hooked)
+
+    def _drop_nonfinite_gradients(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Before a step: if any gradient holds NaN/inf, drop them all, so the optimizer skips this step."""
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if params and not all(bool(torch.isfinite(p.grad).all()) for p in params):
+            for p in params:
+                p.grad = None  # optimizers leave parameters without a gradient (and their state) untouched
+            self._skipping = True
 
     def shard(self, *tensors: torch.Tensor) -> Any:
         """This process's slice of a global batch (dim 0); the tensors themselves without torchrun.
@@ -275,8 +293,18 @@ class RunContext:
             metrics = {**metrics, **dict(zip(keys, means))}
             self._interrupted = stop
         loss = jsonable(metrics.get("loss"))
-        if isinstance(loss, float) and not math.isfinite(loss):
+        bad_loss = isinstance(loss, float) and not math.isfinite(loss)
+        if self.skip_nonfinite and (self._skipping or bad_loss):
+            self._skipping = False
+            self._skipped += n
+            self._skipped_in_a_row += n
+            self.log(kind="skipped", reason="non-finite gradients or loss")
+            if self._skipped_in_a_row >= 100:
+                self._stop_nonfinite(loss if isinstance(loss, float) else float("nan"), metrics, "100 steps in a row had non-finite gradients (all skipped)")
+        elif bad_loss:
             self._stop_nonfinite(loss, metrics)
+        else:
+            self._skipped_in_a_row = 0
         if metrics and self.log_every and self.global_step % self.log_every == 0:
             self.log(**metrics)
         if self._bar is not None:

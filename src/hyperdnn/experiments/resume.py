@@ -14,7 +14,7 @@ from hyperdnn.errors import CheckpointError, ConfigError, HyperDNNError
 from hyperdnn.experiments.run_dir import CONFIG, RESULTS, config_from_json, read_run_config
 
 # run options that config.json fixes for a run: refused with --resume rather than ignored
-FIXED_ON_RESUME = ("config", "seed", "device", "out_dir", "checkpoint_every", "log_every")
+FIXED_ON_RESUME = ("config", "seed", "device", "out_dir", "checkpoint_every", "log_every", "skip_nonfinite")
 TAKEN_ON_RESUME = ("threads", "data_dir", "no_progress")
 
 
@@ -69,6 +69,7 @@ class ResumePlan:
     data_dir: str | Path | None
     checkpoint_every: int
     log_every: int
+    skip_nonfinite: bool
     world_size: int
 
 
@@ -116,5 +117,6 @@ def plan_resume(run_dir: Path, recipe: Any, threads: int | None, data_dir: str |
         data_dir=data_dir,
         checkpoint_every=saved.get("checkpoint_every", 500),
         log_every=saved.get("log_every", 10),  # runs made before log_every was recorded logged every 10 steps
+        skip_nonfinite=saved.get("skip_nonfinite", False),
         world_size=saved_world,
     )

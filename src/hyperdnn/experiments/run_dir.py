@@ -87,6 +87,7 @@ _RUN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "checkpoint_every": ((int,), "an int >= 0"),
     "log_every": ((int,), "an int >= 1"),
     "world_size": ((int,), "an int >= 1"),
+    "skip_nonfinite": ((bool,), "true or false"),
 }
 
 

@@ -94,6 +94,7 @@ class _Setup:
     data_dir: str | Path | None
     checkpoint_every: int
     log_every: int
+    skip_nonfinite: bool
     dist: distributed.World
     lock: RunLock | None
     resume_from: Path | None = None
@@ -115,16 +116,18 @@ def _setup_resume(run_dir: Path, recipe: Any, threads: int | None, data_dir: str
             lock.close()
         raise
     return _Setup(run_dir, plan.config, plan.seed, plan.device, dist.device(plan.torch_device), plan.threads, plan.data_dir,
-                  plan.checkpoint_every, plan.log_every, dist, lock, resume_from)
+                  plan.checkpoint_every, plan.log_every, plan.skip_nonfinite, dist, lock, resume_from)
 
 
 def _setup_fresh(recipe: Any, config: Any, seed: int | None, threads: int | None, device: str | None, data_dir: str | Path | None,
-                 out_dir: str | Path | None, checkpoint_every: int | None, log_every: int | None, argv: list[str] | None) -> _Setup:
+                 out_dir: str | Path | None, checkpoint_every: int | None, log_every: int | None, skip_nonfinite: bool | None,
+                 argv: list[str] | None) -> _Setup:
     """Check a new run's options, then make its directory (rank 0), lock it and write config.json."""
     seed = _check_int("seed", 0 if seed is None else seed, -(2**63))
     checkpoint_every = _check_int("checkpoint_every", 500 if checkpoint_every is None else checkpoint_every, 0)
     log_every = _check_int("log_every", 1 if log_every is None else log_every, 1)
     device = "cpu" if device is None else device
+    skip_nonfinite = bool(skip_nonfinite)
     config = recipe.config() if config is None else config
     if not isinstance(config, recipe.config):
         raise HDTypeError(f"run: config for '{recipe.name}' must be a {recipe.config.__module__}.{recipe.config.__qualname__} (got {type(config).__module__}.{type(config).__qualname__})")
@@ -145,6 +148,7 @@ def _setup_fresh(recipe: Any, config: Any, seed: int | None, threads: int | None
             "data_dir": None if data_dir is None else str(data_dir),
             "checkpoint_every": checkpoint_every,
             "log_every": log_every,
+            "skip_nonfinite": skip_nonfinite,
             "world_size": dist.world_size,
             "argv": argv if argv is not None else sys.argv,
             "torch": torch.__version__,
@@ -158,7 +162,7 @@ def _setup_fresh(recipe: Any, config: Any, seed: int | None, threads: int | None
             lock.close()
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
-    return _Setup(run_dir, config, seed, device, dist.device(dev), threads, data_dir, checkpoint_every, log_every, dist, lock)
+    return _Setup(run_dir, config, seed, device, dist.device(dev), threads, data_dir, checkpoint_every, log_every, skip_nonfinite, dist, lock)
 
 
 def _draw_figures(recipe: Any, ctx: RunContext, results: dict[str, Any]) -> None:
@@ -185,6 +189,7 @@ def run_recipe(
     resume: str | Path | None = None,
     checkpoint_every: int | None = None,
     log_every: int | None = None,
+    skip_nonfinite: bool | None = None,
     show_progress: bool = True,
     print_tables: bool = True,
     argv: list[str] | None = None,
@@ -211,6 +216,9 @@ def run_recipe(
         checkpoint_every: global steps between periodic checkpoints (default 500; 0 = only at
             the ends of the recipe's phases, on Ctrl-C and at the end).
         log_every: metrics.jsonl gets a row every this many steps (default 1).
+        skip_nonfinite: skip optimizer steps whose gradients hold NaN or infinities (their
+            update is not applied; a row ``{"kind": "skipped"}`` goes to metrics.jsonl) instead
+            of stopping the run (default False: a NaN loss stops it).
         show_progress: progress on stderr (bar on a terminal, plain lines otherwise).
         print_tables: print the results tables to stdout at the end.
         argv: the command line, recorded in config.json.
@@ -231,11 +239,11 @@ def run_recipe(
     if threads is not None:
         _check_int("threads", threads, 1)
     if resume is not None:
-        fixed = {"config": config, "seed": seed, "device": device, "out_dir": out_dir, "checkpoint_every": checkpoint_every, "log_every": log_every}
+        fixed = {"config": config, "seed": seed, "device": device, "out_dir": out_dir, "checkpoint_every": checkpoint_every, "log_every": log_every, "skip_nonfinite": skip_nonfinite}
         refuse_fixed_options([k for k, v in fixed.items() if v is not None], as_flags=False)
         setup = _setup_resume(Path(resume), recipe, threads, data_dir)
     else:
-        setup = _setup_fresh(recipe, config, seed, threads, device, data_dir, out_dir, checkpoint_every, log_every, argv)
+        setup = _setup_fresh(recipe, config, seed, threads, device, data_dir, out_dir, checkpoint_every, log_every, skip_nonfinite, argv)
     run_dir, dist, lock = setup.run_dir, setup.dist, setup.lock
     config, seed, device, threads = setup.config, setup.seed, setup.device, setup.threads
     torch.set_num_threads(threads)
@@ -253,6 +261,7 @@ def run_recipe(
             checkpoint_every=setup.checkpoint_every,
             show_progress=show_progress,
             log_every=setup.log_every,
+            skip_nonfinite=setup.skip_nonfinite,
             rank=dist.rank,
             world_size=dist.world_size,
             config_sha256=file_sha256(run_dir / CONFIG),
