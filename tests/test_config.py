@@ -233,7 +233,7 @@ def test_required_fields_and_axis_mismatch() -> None:
 
 
 def test_every_recipe_config_round_trips_through_the_same_functions() -> None:
-    from hyperdnn.recipes import all_recipes
+    from hyperdnn.experiments.registry import all_recipes
 
     recipes = all_recipes()
     assert len(recipes) >= 6

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 from hyperdnn.data.continual_tasks import split_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.recipes import in_range, recipe
-from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
-from hyperdnn.recipes.toy_regression import make_mlp
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import in_range, recipe
+from hyperdnn.experiments import builders
+from hyperdnn.experiments.figures import continual_figures
+from hyperdnn.experiments.recipes._continual import check_chunked_config, chunked_spec, run_continual
+from hyperdnn.experiments.recipes.toy_regression import make_mlp
+from hyperdnn.experiments.runs import RunContext
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Config:
         in_range("split-mnist", "tasks", self.tasks, 1, 5)
 
 
-@recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config)
+@recipe("split-mnist", "5 two-digit MNIST tasks in sequence, chunked hypernetwork + output regularizer, CL1 and CL3 (von Oswald et al. 2020)", Config, figures=continual_figures, build=builders.split_mnist)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = split_mnist(load_mnist(ctx.data_dir), cfg.tasks)

@@ -4,7 +4,7 @@ Several classifiers are trained one after the other on the same data with Adam,
 a cosine learning-rate schedule from ``lr`` down to ``0.1 * lr`` and an epoch
 order that depends only on ``(seed, epoch)``, so that a run resumed at any step
 boundary ends with the same weights as an uninterrupted one (see
-:mod:`hyperdnn.runs`).
+:mod:`hyperdnn.experiments.runs`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.errors import ConfigError
-from hyperdnn.runs import RunContext
+from hyperdnn.errors import ConfigError, DataError
+from hyperdnn.experiments.runs import RunContext
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -37,6 +37,9 @@ def standardized_mnist(ctx: RunContext, part: str, train_subset: int, channel: b
         ``((train_x, train_y), (test_x, test_y))``.
     """
     data = load_mnist(ctx.data_dir)
+    for split, images in (("training", data.train_images), ("test", data.test_images)):
+        if len(images) == 0:  # refused before training, not a ZeroDivisionError after it
+            raise DataError(f"{part}: the MNIST {split} set has 0 images (expected at least one); check the data files in the data directory")
     if train_subset > len(data.train_images):
         raise ConfigError(f"{part}: train_subset={train_subset} is more than the {len(data.train_images)} training images")
 
@@ -104,7 +107,7 @@ def train_classifiers(
             if perm_key != (state["model"], epoch):  # the order of an epoch depends on (seed, epoch) only: exact resume
                 gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)
                 perm, perm_key = torch.randperm(len(xtr), generator=gen).to(xtr.device), (state["model"], epoch)
-            idx = perm[i * batch_size : (i + 1) * batch_size]
+            idx = ctx.shard(perm[i * batch_size : (i + 1) * batch_size])  # this process's part of the batch under torchrun
             loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
             for g in opt.param_groups:
                 g["lr"] = lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * state["step"] / total)))

@@ -1,16 +1,19 @@
-"""Checkpoints of a run: every tensor in safetensors, the rest in JSON, RNG states included.
+"""The contents of a run checkpoint: every tensor in safetensors, the rest in JSON, RNG states included.
 
 A checkpoint is a directory ``checkpoint-<step>/`` with ``tensors.safetensors``
-(model, optimizer and other tensors, flattened to dotted keys) and
-``state.json`` (the non-tensor state, the RNG states, the step); ``LATEST`` in
-the run directory names the newest complete one. Nothing is unpickled.
+(model, optimizer and other tensors, flattened to dotted keys), ``state.json``
+(the non-tensor state, the RNG states, the step) and ``manifest.json`` (the
+sha256 of both files and of the run's config.json). Which checkpoint is the
+newest is :class:`hyperdnn.experiments.store.CheckpointStore`'s job. Nothing is
+unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
-import re
+import stat
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hyperdnn.errors import CheckpointError
+from hyperdnn.experiments.files import STATE_CAP, read_small, sha256_file
 
-_LATEST = "LATEST"
 _FORMAT = "hyperdnn-run-checkpoint-v1"
 
 # ----------------------------------------------------------------------------- state (de)serialisation
@@ -84,7 +87,7 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _state_of(obj: Any) -> Any:
+def state_of(obj: Any) -> Any:
     if isinstance(obj, torch.Generator):
         return obj.get_state()
     if isinstance(obj, dict):
@@ -94,7 +97,7 @@ def _state_of(obj: Any) -> Any:
     raise CheckpointError(f"runs: cannot track a {type(obj).__name__} (expected nn.Module, Optimizer, torch.Generator, dict of tensors or an object with state_dict/load_state_dict)")
 
 
-def _load_state_into(obj: Any, state: Any, name: str) -> None:
+def load_state_into(obj: Any, state: Any, name: str) -> None:
     try:
         if isinstance(obj, torch.Generator):
             obj.set_state(state)
@@ -109,7 +112,7 @@ def _load_state_into(obj: Any, state: Any, name: str) -> None:
         raise CheckpointError(f"runs: checkpoint state for '{name}' does not fit the tracked {type(obj).__name__}: {e}") from e
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": _numpy_state(),
@@ -125,7 +128,7 @@ def _numpy_state() -> tuple:
     return (str(name), keys.tolist(), int(pos), int(has_gauss), float(cached))
 
 
-def _set_rng_states(states: dict[str, Any]) -> None:
+def set_rng_states(states: dict[str, Any]) -> None:
     py = states["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, pos, has_gauss, cached = states["numpy"]
@@ -135,47 +138,107 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(list(states["cuda"]))
 
 
-def save_checkpoint(directory: Path, objects: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write tracked objects, loop state, RNG states and meta into ``directory`` (safetensors + JSON).
+# ----------------------------------------------------------------------------- checkpoint files
+
+TENSORS, STATE, MANIFEST = "tensors.safetensors", "state.json", "manifest.json"
+
+
+def save_checkpoint(directory: Path, objects: dict[str, Any], state: dict[str, Any], meta: dict[str, Any], config_sha256: str | None = None) -> None:
+    """Write tracked objects, loop state, RNG states and meta into ``directory`` (safetensors + JSON + manifest).
+
+    The files go into ``directory.tmp`` first, are hashed, and the directory is renamed
+    only once everything is written, so a crash or a full disk never leaves a
+    ``checkpoint-<N>`` that looks complete.
 
     Args:
         directory: created; must not exist yet.
         objects: ``{name: tracked object}``.
         state: the recipe's JSON-able loop state.
         meta: extra JSON (global step, metrics offset).
+        config_sha256: sha256 of the run's config.json, recorded so that an edited
+            config.json is found on resume.
     """
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
         "format": _FORMAT,
         "meta": meta,
         "state": flatten_state(state, "state", tensors),
-        "objects": {name: flatten_state(_state_of(obj), f"obj.{name}", tensors) for name, obj in objects.items()},
-        "rng": flatten_state(_rng_states(), "rng", tensors),
+        "objects": {name: flatten_state(state_of(obj), f"obj.{name}", tensors) for name, obj in objects.items()},
+        "rng": flatten_state(rng_states(), "rng", tensors),
     }
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "tensors.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(skeleton))
-    tmp.rename(directory)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / TENSORS))
+        (tmp / STATE).write_text(json.dumps(skeleton))
+        names = (TENSORS, STATE)
+        manifest = {"format": _FORMAT, "sha256": {n: sha256_file(tmp / n) for n in names}, "bytes": {n: (tmp / n).stat().st_size for n in names}, "config_sha256": config_sha256}
+        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def verify_checkpoint(directory: Path) -> dict[str, Any]:
+    """Check every file of a checkpoint against its manifest's sha256.
+
+    Returns:
+        The manifest (``format``, ``sha256``, ``config_sha256``).
+
+    Raises:
+        CheckpointError: a file missing, too large, or whose sha256 differs (named).
+    """
+    for name in (STATE, TENSORS, MANIFEST):
+        if not (directory / name).exists():  # present but not a regular file: read_small / sha256_file say so
+            raise CheckpointError(f"runs: checkpoint {directory} lacks {name} (expected {TENSORS}, {STATE} and {MANIFEST}; the checkpoint is damaged)")
+    try:
+        manifest = json.loads(read_small(directory / MANIFEST, what="runs"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"runs: cannot read checkpoint {directory}: {MANIFEST} is not JSON ({e})") from e
+    hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(hashes, dict) or set(hashes) != {TENSORS, STATE}:
+        raise CheckpointError(f"runs: {directory / MANIFEST} does not list the sha256 of {TENSORS} and {STATE}; the checkpoint is damaged")
+    sizes = manifest.get("bytes") if isinstance(manifest.get("bytes"), dict) else {}
+    for name, want in hashes.items():
+        st = os.stat(directory / name)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"runs: {directory / name} is not a regular file (a device, pipe or directory); the checkpoint is damaged: restore it or resume from another checkpoint")
+        size = st.st_size
+        if name in sizes and size != sizes[name]:  # checked first: a huge file is not read to be hashed
+            raise CheckpointError(
+                f"runs: {directory / name} is {size:,} bytes, but {MANIFEST} recorded {sizes[name]:,}: the file was changed or "
+                f"damaged after it was written; restore it or resume from another checkpoint"
+            )
+        got = sha256_file(directory / name, what="runs")
+        if got != want:
+            raise CheckpointError(
+                f"runs: {directory / name} does not match its sha256 in {MANIFEST} (got {got[:12]}..., recorded {str(want)[:12]}...): "
+                f"the file was changed or damaged after it was written; restore it or resume from another checkpoint"
+            )
+    return manifest
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, after checking its sha256s.
 
     Returns:
-        ``{"meta", "state", "objects", "rng"}`` with tensors restored.
+        ``{"meta", "state", "objects", "rng", "manifest"}`` with tensors restored.
 
     Raises:
-        CheckpointError: files missing, unreadable or of another format.
+        CheckpointError: files missing, changed since written, unreadable or of another format.
     """
-    jpath, tpath = directory / "state.json", directory / "tensors.safetensors"
-    if not jpath.is_file() or not tpath.is_file():
-        raise CheckpointError(f"runs: checkpoint {directory} lacks state.json or tensors.safetensors")
+    jpath, tpath = directory / STATE, directory / TENSORS
+    if not jpath.exists() or not tpath.exists():
+        raise CheckpointError(f"runs: checkpoint {directory} lacks {STATE} or {TENSORS}")
+    manifest = verify_checkpoint(directory)
     try:
-        skeleton = json.loads(jpath.read_text())
+        skeleton = json.loads(read_small(jpath, STATE_CAP, what="runs"))
         tensors = load_file(str(tpath))
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"runs: cannot read checkpoint {directory}: {e}") from e
     if not isinstance(skeleton, dict):
@@ -190,34 +253,10 @@ def load_checkpoint(directory: Path) -> dict[str, Any]:
         if not isinstance(skeleton[k], dict):
             raise CheckpointError(f"runs: {jpath}: '{k}' is a JSON {type(skeleton[k]).__name__} (expected an object; the checkpoint is damaged)")
     try:
-        return {k: unflatten_state(skeleton[k], tensors) for k in keys}
+        out = {k: unflatten_state(skeleton[k], tensors) for k in keys}
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"runs: {jpath} is damaged ({type(e).__name__}: {e})") from e
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint directory that ``run_dir/LATEST`` names, or None when LATEST was never written.
-
-    Raises:
-        CheckpointError: LATEST unreadable, not ``checkpoint-<step>``, or naming a directory
-            that does not exist (never a silent start from step 0).
-    """
-    latest = Path(run_dir) / _LATEST
-    if not latest.exists():
-        return None
-    try:
-        name = latest.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"runs: cannot read {latest}: {e}") from e
-    if not re.fullmatch(r"checkpoint-\d+", name):
-        raise CheckpointError(f"runs: {latest} holds {name[:80]!r} (expected the name of a checkpoint directory, 'checkpoint-<step>')")
-    path = Path(run_dir) / name
-    if not path.is_dir():
-        raise CheckpointError(
-            f"runs: {latest} names {name}, but {path} does not exist; restore that directory "
-            f"(or write the name of another checkpoint-<step> directory of this run into LATEST) to resume"
-        )
-    return path
-
+    out["manifest"] = manifest
+    return out

@@ -20,9 +20,11 @@ from hyperdnn.data.continual_tasks import Task, toy_regression
 from hyperdnn.errors import ConfigError
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.outputs import GenerateOnce
-from hyperdnn.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
-from hyperdnn.recipes._continual import ContinualSpec, run_continual
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, in_range, non_negative, one_of, positive, positive_ints, recipe
+from hyperdnn.experiments import builders
+from hyperdnn.experiments.figures import continual_figures
+from hyperdnn.experiments.recipes._continual import ContinualSpec, run_continual
+from hyperdnn.experiments.runs import RunContext
 
 PAPER_MSE = (0.0042, 0.0024, 0.0061)
 
@@ -112,7 +114,7 @@ def _plot(ctx: RunContext, model: nn.Module, base: nn.Module, tasks: list[Task])
     ctx.save_figure(fig, "predictions")
 
 
-@recipe("toy-regression", "3 polynomial 1D regression tasks in sequence, hypernetwork + output regularizer (von Oswald et al. 2020); no data needed, ~1 min", Config)
+@recipe("toy-regression", "3 polynomial 1D regression tasks in sequence, hypernetwork + output regularizer (von Oswald et al. 2020); no data needed, under a minute", Config, figures=continual_figures, build=builders.toy_regression)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = toy_regression(cfg.num_train, cfg.num_test, cfg.noise_std, cfg.data_seed)

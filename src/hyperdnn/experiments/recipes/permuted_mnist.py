@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 from hyperdnn.data.continual_tasks import permuted_mnist
 from hyperdnn.data.mnist import load_mnist
-from hyperdnn.recipes import boolean, in_range, non_negative, positive, recipe
-from hyperdnn.recipes._continual import check_chunked_config, chunked_spec, run_continual
-from hyperdnn.recipes.toy_regression import make_mlp
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, in_range, non_negative, positive, recipe
+from hyperdnn.experiments import builders
+from hyperdnn.experiments.figures import continual_figures
+from hyperdnn.experiments.recipes._continual import check_chunked_config, chunked_spec, run_continual
+from hyperdnn.experiments.recipes.toy_regression import make_mlp
+from hyperdnn.experiments.runs import RunContext
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Config:
         boolean(part, "cl3", self.cl3)
 
 
-@recipe("permuted-mnist", "10 permuted-MNIST tasks in sequence, chunked hypernetwork smaller than its target (von Oswald et al. 2020)", Config)
+@recipe("permuted-mnist", "10 permuted-MNIST tasks in sequence, chunked hypernetwork smaller than its target (von Oswald et al. 2020)", Config, figures=continual_figures, build=builders.permuted_mnist)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     tasks = permuted_mnist(load_mnist(ctx.data_dir), cfg.tasks, cfg.padding, cfg.data_seed)

@@ -7,7 +7,7 @@ calls it), (2) for comparison the same target trained directly on the tasks in
 sequence with no regularizer. Each phase fills an accuracy matrix ``a[t][k]``
 (metric on task k after training task t, CL1: task id given); the hypernetwork
 is also evaluated in CL3 (task inferred by lowest predictive entropy) at the
-end. The loop is resumable at any step boundary (see :mod:`hyperdnn.runs`).
+end. The loop is resumable at any step boundary (see :mod:`hyperdnn.experiments.runs`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.methods.continual import ContinualLearning, average_final, forgetting, score, xavier_init_
 from hyperdnn.outputs import ChunkWise
-from hyperdnn.recipes import boolean, non_negative, one_of, positive, positive_ints
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, non_negative, one_of, positive, positive_ints
+from hyperdnn.experiments.runs import RunContext
 
 
 @dataclass

@@ -11,14 +11,16 @@ test accuracy after the last epoch (no model selection on the test set).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import Tensor, nn
 
+from hyperdnn.experiments.figures import eval_curves
 from hyperdnn.errors import ConfigError
 from hyperdnn.layers.hyper_lstm import HyperLSTM
-from hyperdnn.recipes import boolean, non_negative, positive, recipe, some_of
-from hyperdnn.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
-from hyperdnn.runs import RunContext
+from hyperdnn.experiments.recipes import boolean, non_negative, positive, recipe, some_of
+from hyperdnn.experiments.recipes._classifiers import count_correct, standardized_mnist, train_classifiers
+from hyperdnn.experiments.runs import RunContext
 
 MODELS = ("hyper-lstm", "lstm", "lstm-matched")
 
@@ -96,7 +98,17 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     return count_correct(model, images, labels) / len(images)
 
 
-@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config)
+def build_all(cfg: Config, results: dict) -> dict[str, nn.Module]:
+    """The untrained models of a run, named as tracked (for :func:`hyperdnn.experiments.load_run`)."""
+    return {f"model_{k}": build(k, cfg) for k in cfg.models}
+
+
+def figures(run_dir: Path, name: str, results: dict, published: bool) -> None:
+    """Test accuracy per epoch of each model (the paper has no number for this setting)."""
+    eval_curves(run_dir, name, "epoch", "test_acc", "test accuracy (fraction of 10,000 images)")
+
+
+@recipe("seq-mnist", "MNIST row by row (28 steps of 28): HyperLSTM vs nn.LSTM same hidden vs nn.LSTM same params, test accuracy", Config, build=build_all, figures=figures)
 def run(ctx: RunContext) -> dict:
     cfg: Config = ctx.config
     (xtr, ytr), (xte, yte) = standardized_mnist(ctx, "seq-mnist", cfg.train_subset, channel=False)
