@@ -240,6 +240,7 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
             started = time.perf_counter()
             while state["step"] < spec.steps:
                 x, y = sweeps.batch(task, spec.batch_size) if spec.sweeps else sample_batch(task, spec.batch_size, data_rng)
+                x, y = ctx.shard(x, y)  # this process's slice of the global batch under torchrun
                 if phase == "hnet":
                     done = cl.step(_loss(task, cl.predict(x, t), y))
                     loss_task, reg = done.loss, done.reg.item()
@@ -302,7 +303,7 @@ def _report(ctx: RunContext, spec: ContinualSpec, cl: ContinualLearning, base: n
     rows[0].append(summary.compression_ratio)
     for r in rows[1:]:
         r.append(1.0)
-    if paper:
+    if paper and ctx.published:  # the paper's numbers only beside a run of the paper's settings
         paper_row: list[Any] = ["paper (von Oswald et al. 2020)", paper.get("final", ""), ""]
         if cl3_row:
             paper_row.append(paper.get("cl3", ""))
@@ -310,31 +311,9 @@ def _report(ctx: RunContext, spec: ContinualSpec, cl: ContinualLearning, base: n
         rows.append(paper_row)
     ctx.table(f"Summary ({T} tasks x {spec.steps} steps)", head, rows, note=f"hypernetwork: {summary.hypernetwork:,} trainable parameters for {summary.generated:,} generated target weights")
     results["paper"] = paper
-    _plot_matrix(ctx, matrices, tasks, name)
     if spec.plot is not None:
         spec.plot(ctx, model, base, tasks)
     from hyperdnn.checkpoint import save
 
     save(model, ctx.run_dir / "model", extra={"recipe": ctx.recipe, "tasks": [t.name for t in tasks]})
     return results
-
-
-def _plot_matrix(ctx: RunContext, matrices: dict[str, list[list[float]]], tasks: list[Task], name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    phases = list(matrices)
-    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.6), squeeze=False)
-    for ax, phase in zip(axes[0], phases):
-        mat = matrices[phase]
-        for k in range(len(tasks)):
-            xs = list(range(k + 1, len(mat) + 1))
-            ax.plot(xs, [mat[t - 1][k] for t in xs], marker="o", label=f"task {k + 1}")
-        ax.set_xlabel("after training task")
-        ax.set_ylabel(name)
-        ax.set_title("hypernetwork + regularizer" if phase == "hnet" else "no regularizer (baseline)")
-        ax.set_xticks(range(1, len(tasks) + 1))
-    axes[0][0].legend(fontsize=7)
-    ctx.save_figure(fig, "accuracy_matrix")
