@@ -51,6 +51,21 @@ def test_fixed_members_give_identical_outputs_across_calls_and_fresh_draws_do_no
         U.FixedMembers(model, 3, z=fixed.z)
 
 
+def test_fixed_members_in_chunks_equal_one_batched_call() -> None:
+    model = _model()
+    x = torch.randn(600, 1)
+    fixed = U.FixedMembers(model, 5, seed=1)
+    assert U.members_per_call(5, 600, torch.device("cpu")) == 1  # large batch on a CPU: one member per call
+    assert U.members_per_call(64, 32, torch.device("cpu")) == 16
+    assert U.members_per_call(64, 512, torch.device("cuda")) == 64
+    chunked = fixed(x)
+    whole = model(x, samples=fixed.z)
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    assert torch.allclose(U.FixedMembers(model, z=fixed.z, per_call=2)(x[:8]), whole[:, :8], atol=1e-6)
+    with pytest.raises(ConfigError, match="per_call must be a positive int"):
+        U.FixedMembers(model, 5, per_call=0)
+
+
 def test_noise_draws_given_with_a_wrong_shape_are_refused() -> None:
     model = _model()
     with pytest.raises(ShapeError, match=r"\(k, 8\)"):
@@ -169,3 +184,15 @@ def test_evaluate_a_hyperdnn_uses_fixed_draws_and_restores_the_mode() -> None:
     step = method.step(x, y, torch.optim.SGD(model.parameters(), 0.1))
     assert isinstance(step, U.UncertaintyStep) and math.isfinite(step.loss)
     assert method.evaluate((x, y), samples=6, seed=1).members == 6
+
+
+def test_the_loop_on_the_method_page_runs_as_written() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "methods" / "uncertainty.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    torch.manual_seed(0)
+    exec(compile(code, "docs/methods/uncertainty.md", "exec"), scope)
+    assert scope["probs"].shape == (16, 256, 3)
+    assert 0.0 <= scope["results"].ece <= 1.0 and set(scope["results"].ood) == set(U.OOD_SCORES)

@@ -12,7 +12,14 @@ torchmetrics (the ``uncertainty`` extra) is imported only when a calibration err
 AUROC/AUPR is computed.
 """
 
-from hyperdnn.methods.uncertainty.ensemble import DeepEnsemble, FixedMembers, MCDropout, as_members
+from hyperdnn.methods.uncertainty.ensemble import (
+    CPU_ROWS_PER_CALL,
+    DeepEnsemble,
+    FixedMembers,
+    MCDropout,
+    as_members,
+    members_per_call,
+)
 from hyperdnn.methods.uncertainty.evaluate import OOD_SCORES, UncertaintyResults, evaluate, member_probs, ood_scores
 from hyperdnn.methods.uncertainty.hypergan import HyperGAN, kernel_entropy
 from hyperdnn.methods.uncertainty.likelihood import Categorical, Gaussian
@@ -30,6 +37,7 @@ from hyperdnn.methods.uncertainty.objective import EnsembleObjective, Uncertaint
 from hyperdnn.methods.uncertainty.svgd import FunctionalSVGD, stein_direction
 
 __all__ = [
+    "CPU_ROWS_PER_CALL",
     "OOD_SCORES",
     "Categorical",
     "DeepEnsemble",
@@ -49,6 +57,7 @@ __all__ = [
     "evaluate",
     "kernel_entropy",
     "member_probs",
+    "members_per_call",
     "mutual_information",
     "negative_log_likelihood",
     "ood_auroc_aupr",

@@ -23,7 +23,26 @@ from hyperdnn.conditioning import NoiseInput
 from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.hyperdnn import HyperDNN
 
-__all__ = ["DeepEnsemble", "FixedMembers", "MCDropout", "as_members", "noise_input"]
+__all__ = ["CPU_ROWS_PER_CALL", "DeepEnsemble", "FixedMembers", "MCDropout", "as_members", "members_per_call", "noise_input"]
+
+#: On a CPU, about this many rows (members x batch) per batched call of the target.
+CPU_ROWS_PER_CALL = 512
+
+
+def members_per_call(k: int, batch: int, device: torch.device) -> int:
+    """How many of ``k`` members :class:`FixedMembers` runs in one batched call.
+
+    The rule: all ``k`` on an accelerator; on a CPU, ``CPU_ROWS_PER_CALL // batch``
+    members per call (at least 1, at most ``k``): 16 members per call at batch 32, one
+    at a time from batch 512. Measured (``benchmarks/ensemble_speed.py``, one thread):
+    on a CPU the batched call's activations for all members at once leave the cache,
+    and elementwise layers (ReLU, pooling) and the copies between them then run 2x to
+    6x slower per element than on one member's activations; below ~512 rows the
+    saving of fewer calls wins.
+    """
+    if device.type != "cpu":
+        return k
+    return max(1, min(k, CPU_ROWS_PER_CALL // max(batch, 1)))
 
 
 def noise_input(model: HyperDNN, part: str) -> NoiseInput:
@@ -55,13 +74,16 @@ class FixedMembers(nn.Module):
         generator: a ``torch.Generator`` for the draws (default: the global RNG);
             ``seed`` makes one.
         z: the draws themselves ``(k, dim)`` instead of drawing them.
+        per_call: members per batched call of the target; None (default) chooses by
+            :func:`members_per_call` (all at once on an accelerator, chunks on a CPU).
 
-    Calling ``members(x)`` returns ``model(x, samples=z)``: ``(k, B, ...)``. The draws are a
-    buffer (saved in ``state_dict``).
+    Calling ``members(x)`` returns ``model(x, samples=z)``: ``(k, B, ...)`` (computed in
+    chunks of members where that is faster; the same numbers). The draws are a buffer
+    (saved in ``state_dict``).
     """
 
     def __init__(self, model: HyperDNN, k: int | None = None, *, generator: torch.Generator | None = None,
-                 seed: int | None = None, z: Tensor | None = None) -> None:
+                 seed: int | None = None, z: Tensor | None = None, per_call: int | None = None) -> None:
         super().__init__()
         noise = noise_input(model, "FixedMembers")
         if z is None:
@@ -71,8 +93,11 @@ class FixedMembers(nn.Module):
             z = torch.randn(k, noise.dim, generator=generator) * noise.std
         elif k is not None and z.shape[0] != k:
             raise ConfigError(f"FixedMembers: k={k} but z has {z.shape[0]} rows; give one of them")
+        if per_call is not None:
+            _positive_int("FixedMembers", "per_call", per_call)
         self.model = model
         self.name = noise.name
+        self.per_call = per_call
         device = next(model.hypernetwork.parameters()).device
         self.register_buffer("z", z.to(device).detach().clone())
 
@@ -81,7 +106,17 @@ class FixedMembers(nn.Module):
         return int(self.z.shape[0])
 
     def forward(self, x: Tensor, **kwargs: Any) -> Any:
-        return self.model(x, **{self.name: self.z}, **kwargs)
+        k = self.k
+        batch = x.shape[self.model.batch_dim] if isinstance(x, Tensor) and x.dim() > self.model.batch_dim else 1
+        per_call = self.per_call or members_per_call(k, batch, self.z.device)
+        if per_call >= k and k > 1:
+            return self.model(x, **{self.name: self.z}, **kwargs)
+        # One member per call runs the target's own forward (a 1-D draw: one weight set).
+        draws = list(self.z) if per_call == 1 else list(self.z.split(per_call))
+        parts = [self.model(x, **{self.name: z}, **kwargs) for z in draws]
+        if not all(isinstance(p, Tensor) for p in parts):
+            return self.model(x, **{self.name: self.z}, **kwargs)  # a structured output: one call
+        return torch.stack(parts) if per_call == 1 else torch.cat(parts)
 
 
 class DeepEnsemble(nn.Module):
