@@ -115,7 +115,10 @@ def loop_over_groups(x: Tensor, groups: int) -> bool:
     thread (``benchmarks/ensemble_speed.py``): PyTorch's CPU kernels for grouped
     convolutions are 1.2x to 2.6x slower than ``G`` dense convolutions at 16 to 512 rows
     per set, and 2x to 6x faster at 1 to 4 rows, where ``G`` calls cost more than the work;
-    the crossover is between 8 and 16 rows. On CUDA one grouped launch is kept.
+    the crossover is between 8 and 16 rows. On CUDA one grouped launch is kept: on an
+    H100 (PyTorch 2.11, both convolutions of the benchmark's CNN, 4 to 512 sets of 1 to
+    512 rows) the grouped convolution was never more than 1.14x slower than the loop and
+    up to 100x faster (many sets of few rows).
     """
     return x.device.type == "cpu" and groups > 1 and x.shape[0] // groups >= LOOP_MIN_ROWS
 

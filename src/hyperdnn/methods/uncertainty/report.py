@@ -44,7 +44,7 @@ class FolderReport:
     def table(self, title: str, headers: list[str], rows: list[list[Any]], note: str = "") -> None:
         lines = [f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
-        text = "\n".join(lines + ([f"", note] if note else []) + ["", ""])
+        text = "\n".join(lines + (["", note] if note else []) + ["", ""])
         with open(self.folder / "results.md", "a") as f:
             f.write(text)
         if self.echo:
