@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from benchmarks.report import write_record
 from benchmarks.timing import interleaved
 from hyperdnn.methods.continual import adam_lookahead, flat_weights, output_regularizer, store_targets
-from hyperdnn.recipes._continual import chunked_spec
-from hyperdnn.recipes.permuted_mnist import Config
-from hyperdnn.recipes.toy_regression import make_mlp
+from hyperdnn.experiments.recipes._continual import chunked_spec
+from hyperdnn.experiments.recipes.permuted_mnist import Config
+from hyperdnn.experiments.recipes.toy_regression import make_mlp
 
 
 def plain_regularizer(model, targets, ids, delta):

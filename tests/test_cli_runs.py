@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hyperdnn.cli import main
+from hyperdnn.experiments.cli import main
 from hyperdnn.errors import CheckpointError, ConfigError, HDTypeError
-from hyperdnn.runs import RunContext, RunInterrupted, flatten_state, latest_checkpoint, load_checkpoint, run_recipe, save_checkpoint, unflatten_state
+from hyperdnn.experiments.runs import RunContext, RunInterrupted, flatten_state, latest_checkpoint, load_checkpoint, run_recipe, save_checkpoint, unflatten_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -31,7 +31,7 @@ TOTAL = 480
 
 
 def cli(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hyperdnn.cli", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen([sys.executable, "-m", "hyperdnn.experiments.cli", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -170,6 +170,9 @@ def test_state_round_trip_and_corrupt_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c", {"opt": opt, "lin": p}, {"step": 1}, {"global_step": 1, "metrics_bytes": 0})
     assert load_checkpoint(tmp_path / "c")["state"] == {"step": 1}
     (tmp_path / "c" / "tensors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="tensors.safetensors is 7 bytes, but manifest.json recorded"):
+        load_checkpoint(tmp_path / "c")
+    rehash(tmp_path / "c")  # garbage that its manifest vouches for: still refused, by safetensors
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match="cannot store a set"):
@@ -177,7 +180,7 @@ def test_state_round_trip_and_corrupt_checkpoint(tmp_path: Path) -> None:
 
 
 def test_run_recipe_api_in_process(tmp_path: Path) -> None:
-    from hyperdnn.recipes import get_recipe
+    from hyperdnn.experiments.recipes import get_recipe
 
     r = get_recipe("toy-regression")
     res = run_recipe(r, r.config(steps=10, baseline=False), out_dir=tmp_path, show_progress=False, print_tables=False, checkpoint_every=0, threads=1)
@@ -277,9 +280,9 @@ def test_option_values_that_do_not_parse(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_config_checks_in_the_api(tmp_path: Path) -> None:
-    from hyperdnn.recipes import get_recipe
-    from hyperdnn.recipes.permuted_mnist import Config as PermutedConfig
-    from hyperdnn.recipes.toy_regression import Config as ToyConfig, make_mlp
+    from hyperdnn.experiments.recipes import get_recipe
+    from hyperdnn.experiments.recipes.permuted_mnist import Config as PermutedConfig
+    from hyperdnn.experiments.recipes.toy_regression import Config as ToyConfig, make_mlp
 
     with pytest.raises(HDTypeError, match="toy-regression: steps must be an int .got float 2.5."):
         ToyConfig(steps=2.5)
@@ -293,7 +296,7 @@ def test_config_checks_in_the_api(tmp_path: Path) -> None:
     r = get_recipe("toy-regression")
     with pytest.raises(ConfigError, match="checkpoint_every must be >= 0 .got -3."):
         run_recipe(r, r.config(steps=1), checkpoint_every=-3, out_dir=tmp_path / "out", show_progress=False)
-    with pytest.raises(HDTypeError, match=r"config for 'toy-regression' must be a hyperdnn.recipes.toy_regression.Config \(got hyperdnn.recipes.permuted_mnist.Config\)"):
+    with pytest.raises(HDTypeError, match=r"config for 'toy-regression' must be a hyperdnn.experiments.recipes.toy_regression.Config \(got hyperdnn.experiments.recipes.permuted_mnist.Config\)"):
         run_recipe(r, PermutedConfig(), out_dir=tmp_path / "out", show_progress=False)
     assert run_dirs(tmp_path / "out") == []
 
@@ -326,6 +329,16 @@ def test_resume_refuses_the_options_the_run_fixes(finished_run: Path, tmp_path: 
     captured = capsys.readouterr()
     assert f"note: reading data from {tmp_path.resolve()}" in captured.err and "Summary (3 tasks x 4 steps)" in captured.out
     assert results_without_time(run_dir) == results_without_time(finished_run)
+
+
+def rehash(ckpt: Path) -> None:
+    """Rewrite a checkpoint's manifest.json to vouch for its files as they are now (a consistent but bad checkpoint)."""
+    import hashlib
+
+    m = json.loads((ckpt / "manifest.json").read_text())
+    m["sha256"] = {name: hashlib.sha256((ckpt / name).read_bytes()).hexdigest() for name in m["sha256"]}
+    m["bytes"] = {name: (ckpt / name).stat().st_size for name in m["sha256"]}
+    (ckpt / "manifest.json").write_text(json.dumps(m))
 
 
 def damage(run_dir: Path, what: str) -> None:
@@ -362,6 +375,8 @@ def damage(run_dir: Path, what: str) -> None:
         (ckpt / "state.json").write_text("[]")
     else:
         raise AssertionError(what)
+    if what.startswith("state:"):
+        rehash(ckpt)
 
 
 DAMAGE = {
@@ -437,7 +452,8 @@ def tiny_run(ctx: RunContext) -> dict:
         loss.backward()
         opt.step()
         state["step"] += 1
-        ctx.step_done(loss=float("nan") if state["step"] == 2 else loss.item())
+        # a NaN metric other than the loss is logged as null (a NaN loss stops the run: test_nonfinite_loss_*)
+        ctx.step_done(loss=loss.item(), score=float("nan") if state["step"] == 2 else 1.0)
     ctx.checkpoint()
     if TINY["interrupt"]:
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while evaluating: the handler only sets a flag
@@ -446,7 +462,7 @@ def tiny_run(ctx: RunContext) -> dict:
 
 
 def test_ctrl_c_in_the_final_evaluation_and_nan_in_results(tmp_path: Path) -> None:
-    from hyperdnn.recipes import Recipe
+    from hyperdnn.experiments.recipes import Recipe
 
     tiny = Recipe("tiny", "test recipe", TinyConfig, tiny_run)
     TINY["interrupt"] = True
@@ -465,7 +481,7 @@ def test_ctrl_c_in_the_final_evaluation_and_nan_in_results(tmp_path: Path) -> No
     assert saved["results"]["nan"] is None and saved["results"]["inf"] is None and saved["tables"][0]["rows"] == [[None]]
     assert saved["results"]["weight"] == pytest.approx(res.results["weight"])
     rows = [json.loads(x, parse_constant=strict) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4, 6] and rows[0]["loss"] is None  # --log-every 2, kept on resume
+    assert [r["step"] for r in rows] == [2, 4, 6] and rows[0]["score"] is None  # --log-every 2, kept on resume
     assert json.loads((run_dir / "config.json").read_text())["log_every"] == 2
 
 

@@ -133,3 +133,28 @@ def test_batched_rules_refuse_unsupported_module_options() -> None:
     emb = hd.HyperDNN(nn.Embedding(5, 3, max_norm=1.0), inputs=hd.External(2))
     with pytest.raises(hd.ConfigError, match="max_norm"):
         emb(torch.randint(0, 5, (2, 4)), condition=torch.randn(2, 2))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(outputs=hd.ChunkWise), r"HyperDNN: outputs=ChunkWise is the class, not a config; pass an instance such as hd.ChunkWise\(...\)"),
+    (dict(body=hd.MLP), r"HyperDNN: body=MLP is the class, not a config; pass an instance such as hd.MLP\(...\)"),
+    (dict(inputs=hd.TaskEmbedding), r"inputs=TaskEmbedding is the class, not a config"),
+    (dict(inputs=nn.Linear(4, 3)), r"inputs must be a config such as hd.TaskEmbedding.* \(got Linear, a module: to condition on "
+                                   r"the data through that module, use hd.DataEncoder\(module, dim\)\)"),
+    (dict(body=nn.Linear(4, 3)), r"body must be a config such as hd.MLP\(hidden=\(100, 100\)\).* \(got Linear, a module: "
+                                 r"a body is made from its config"),
+    (dict(outputs=nn.Linear(4, 3)), r"outputs must be a config such as hd.GenerateOnce\(\).* \(got Linear, a module: an output "
+                                    r"strategy is made from its config"),
+    (dict(inputs=hd.MLP()), r"inputs must be a config such as hd.TaskEmbedding.* \(got MLP, a body config: pass it as body=\)"),
+    (dict(inputs=hd.TaskEmbedding(2, 3), body=hd.ChunkWise()), r"\(got ChunkWise, an output-strategy config: pass it as outputs=\)"),
+    (dict(inputs=hd.TaskEmbedding(2, 3), outputs="chunkwise"), r"outputs must be a config .* \(got 'chunkwise', a str\)"),
+])
+def test_misused_parts_get_an_error_naming_the_fix(kwargs, message) -> None:
+    with pytest.raises(hd.HDTypeError, match=message):
+        hd.HyperDNN(mlp(), **kwargs)
+
+
+def test_mlp_hidden_must_be_a_tuple() -> None:
+    with pytest.raises(hd.ConfigError, match=r"MLP: hidden must be a tuple of ints such as \(64,\)"):
+        hd.MLP(hidden=64)
+    assert hd.MLP(hidden=[64]).hidden == (64,)

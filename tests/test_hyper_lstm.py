@@ -376,3 +376,18 @@ def test_bad_inputs_raise_project_errors():
         HyperLSTM(I, H, num_layers=2, dropout=True)
     with pytest.raises(HDTypeError, match="hyper_size"):
         HyperLSTM(I, H, hyper_size=2.5)
+
+
+def test_one_layer_dropout_warning_names_the_callers_line():
+    # the shared constructor helper must not shift the warning onto library code
+    with pytest.warns(UserWarning) as record:
+        HyperLSTM(I, H, dropout=0.3)
+        LayerNormLSTM(I, H, dropout=0.3)
+    assert len(record) == 2 and all(r.filename == __file__ for r in record)
+
+
+def test_state_errors_name_the_layout():
+    with pytest.raises(ShapeError, match=r"state h0 must be \(2, 3, 15\) or \(2, 3, 7\) \(num_layers, batch, hidden_size \+ hyper_size\)"):
+        HyperLSTM(I, H, num_layers=2, hyper_size=8)(torch.randn(4, 3, I), (torch.zeros(2, 3, 9), torch.zeros(2, 3, 15)))
+    with pytest.raises(ShapeError, match=r"state c must be \(15,\) or \(7,\)"):
+        HyperLSTMCell(I, H, hyper_size=8)(torch.randn(I), (torch.zeros(H), torch.zeros(2, 15)))

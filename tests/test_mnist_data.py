@@ -282,3 +282,67 @@ def test_damaged_plain_copy_of_the_real_labels(tmp_path: Path) -> None:
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has the official size .* md5 [0-9a-f]{32} .*expected 27ae3e4e09519cfbb04c329615203637"):
         load_mnist(tmp_path, download=False)
+
+
+def _gzip_of_zeros(path: Path, header: bytes, zeros: int) -> None:
+    """A gzip file of ``header`` then ``zeros`` zero bytes, written as a stream (a few hundred KB on disk)."""
+    block = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        for _ in range(zeros // len(block)):
+            f.write(block)
+
+
+def test_gzip_bomb_behind_a_valid_header_fails_fast(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    bomb = tmp_path / "train-labels-idx1-ubyte.gz"
+    _gzip_of_zeros(bomb, struct.pack(">BBBBI", 0, 0, 0x08, 1, 1000), 256 << 20)  # declares 1000 labels, holds 256 MB
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(DataError, match=r"longer than its header says: more than 1008 bytes uncompressed, expected 1008 for shape \(1000,\)"):
+            read_idx(bomb, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 10 and peak < 16 << 20  # never decompressed whole (256 MB)
+
+
+def test_a_header_declaring_more_than_a_gzip_can_hold_fails_before_reading(tmp_path: Path) -> None:
+    p = tmp_path / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 0x08, 3, 10**7, 28, 28) + bytes(1000)))
+    with pytest.raises(DataError, match=r"declares shape \(10000000, 28, 28\) \(7,840,000,016 bytes\), more than its \d+ compressed bytes can hold"):
+        read_idx(p, 3)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_dimensions_whose_product_overflows_int64_are_a_data_error(tmp_path: Path, gz: bool) -> None:
+    raw = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF) + bytes(64)
+    p = tmp_path / ("x.gz" if gz else "x")
+    p.write_bytes(gzip.compress(raw) if gz else raw)
+    expected = 16 + 0xFFFFFFFF**3  # beyond int64: numpy's product would wrap around
+    assert expected > 2**63
+    message = (r"declares shape \(4294967295, 4294967295, 4294967295\)" if gz
+               else rf"is truncated: 80 bytes, expected {expected} for shape \(4294967295, 4294967295, 4294967295\)")
+    with pytest.raises(DataError, match=message):
+        read_idx(p, 3)
+
+
+def test_a_plain_file_longer_than_its_header_and_a_link_to_dev_zero(tmp_path: Path) -> None:
+    p = tmp_path / "labels"
+    p.write_bytes(idx_bytes(np.zeros(5)) + b"\x00")
+    with pytest.raises(DataError, match=r"longer than its header says: 14 bytes, expected 13 for shape \(5,\)"):
+        read_idx(p, 1)
+    z = tmp_path / "zero"
+    z.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(z)
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:  # 4 GB of zeros on no disk: the header is refused unread
+        f.write(struct.pack(">BBBBI", 0, 0, 0x08, 1, 10))
+        f.truncate(4 << 30)
+    with pytest.raises(DataError, match=r"longer than its header says: 4294967296 bytes, expected 18 for shape \(10,\)"):
+        read_idx(sparse, 1)

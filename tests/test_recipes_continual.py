@@ -11,8 +11,8 @@ import torch
 
 import hyperdnn as hd
 
-from hyperdnn.recipes import get_recipe
-from hyperdnn.runs import run_recipe
+from hyperdnn.experiments.recipes import get_recipe
+from hyperdnn.experiments.runs import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
@@ -34,7 +34,7 @@ def check_run_dir(run_dir: Path) -> None:
 
 def test_sweeps_visit_every_sample_once_per_sweep_and_resume() -> None:
     from hyperdnn.data.continual_tasks import Task
-    from hyperdnn.recipes._continual import Sweeps
+    from hyperdnn.experiments.recipes._continual import Sweeps
 
     x = torch.arange(10, dtype=torch.float32).unsqueeze(1)  # sample i has input i
     task = Task(name="t", train_x=x, train_y=torch.arange(10), test_x=x, test_y=torch.arange(10), num_outputs=10)
@@ -69,7 +69,7 @@ def test_toy_regression_short_regularizer_beats_baseline(tmp_path: Path) -> None
 
 def test_toy_regression_saved_model_loads(tmp_path: Path) -> None:
     from hyperdnn.checkpoint import load
-    from hyperdnn.recipes.toy_regression import make_mlp
+    from hyperdnn.experiments.recipes.toy_regression import make_mlp
 
     run_dir, res = run("toy-regression", tmp_path, steps=20, baseline=False)
     model = load(run_dir / "model", target=make_mlp([1, 10, 10, 1], "sigmoid"))
@@ -93,7 +93,7 @@ def test_split_mnist_multi_head_reads_each_task_head(tmp_path: Path) -> None:
     from hyperdnn.checkpoint import load
     from hyperdnn.data.continual_tasks import split_mnist
     from hyperdnn.data.mnist import load_mnist
-    from hyperdnn.recipes.toy_regression import make_mlp
+    from hyperdnn.experiments.recipes.toy_regression import make_mlp
 
     run_dir, res = run("split-mnist", tmp_path, steps=10, tasks=2, baseline=False)
     # the released main net: one 2-unit head per task, all generated

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hyperdnn.errors import ConfigError, HDTypeError
-from hyperdnn.recipes import get_recipe
-from hyperdnn.runs import run_recipe
+from hyperdnn.experiments.recipes import get_recipe
+from hyperdnn.experiments.runs import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
@@ -47,7 +47,7 @@ def test_ha_mnist_short(tmp_path: Path) -> None:
 
 @needs_mnist
 def test_seq_mnist_short(tmp_path: Path) -> None:
-    from hyperdnn.recipes.seq_mnist import matched_lstm_hidden
+    from hyperdnn.experiments.recipes.seq_mnist import matched_lstm_hidden
 
     _, res = run("seq-mnist", tmp_path, epochs=1, batch_size=32, train_subset=64, hidden=16, hyper_size=8)
     models = res["models"]
@@ -75,7 +75,7 @@ def test_seq_mnist_short(tmp_path: Path) -> None:
 def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors.torch import load_file
 
-    from hyperdnn.runs import RunContext, RunInterrupted, latest_checkpoint
+    from hyperdnn.experiments.runs import RunContext, RunInterrupted, latest_checkpoint
 
     r = get_recipe(name)
     kw = dict(data_dir=DATA, show_progress=False, print_tables=False, checkpoint_every=0, threads=1, seed=5)

@@ -144,8 +144,8 @@ def test_batching_errors():
 
 
 def test_char_lm_recipe_end_to_end_on_a_small_corpus(tmp_path):
-    from hyperdnn.recipes.char_lm import MODELS, Config
-    from hyperdnn.runs import run_recipe
+    from hyperdnn.experiments.recipes.char_lm import MODELS, Config
+    from hyperdnn.experiments.runs import run_recipe
 
     corpus = tmp_path / "tiny.txt.gz"
     corpus.write_bytes(gzip.compress((TEXT * 10).encode()))

@@ -11,7 +11,7 @@ condition) and the target's selected parameters.
 Built on the core: ``HyperLSTM`` and ``hyper_conv`` (Ha et al. 2016),
 ``hyperdnn.methods`` (continual learning, von Oswald et al. 2020),
 ``hyperdnn.data`` (MNIST IDX and text-corpus loaders, task sequences), and the
-``hyperdnn`` command (``hyperdnn.cli``) that runs the published experiments.
+``hyperdnn`` command (``hyperdnn.experiments``, not imported by the core) that runs the published experiments.
 """
 
 from .bodies import MLP, RNN, Attention

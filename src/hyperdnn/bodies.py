@@ -10,11 +10,12 @@ depend on earlier ones; attention lets every token see every other.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
+from .config import BodyConfig, checked, choice, number, optional, positive_int, sizes
 from .errors import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
@@ -28,40 +29,23 @@ class BodyModule(nn.Module):
     mixes_tokens: bool = False
 
 
-def _check_activation(part: str, activation: str | None) -> None:
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ConfigError(f"{part}: activation must be one of {sorted(ACTIVATIONS)} or None (got {activation!r})")
-
-
 @dataclass
-class MLP:
+class MLP(BodyConfig):
     """A multilayer perceptron applied to each token.
 
     Args:
-        hidden: widths of the hidden layers; ``()`` makes the body the identity
-            (the output heads then act on the tokens directly).
+        hidden: widths of the hidden layers, a tuple (``(64,)`` for one layer; a bare
+            int is refused); ``()`` makes the body the identity (the output heads
+            then act on the tokens directly).
         activation: nonlinearity after each hidden layer ('relu', 'elu', 'gelu',
             'tanh', 'sigmoid', 'silu' or None for a linear body).
         dropout: dropout after each hidden layer.
     """
 
-    hidden: tuple[int, ...] = (100, 100)
-    activation: str | None = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(self.hidden)
-        for h in self.hidden:
-            if not isinstance(h, int) or h <= 0:
-                raise ConfigError(f"MLP: hidden widths must be positive ints (got {self.hidden})")
-        _check_activation("MLP", self.activation)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"MLP: dropout must be in [0, 1) (got {self.dropout})")
-
-    @property
-    def mixes_tokens(self) -> bool:
-        """Whether the built body lets components see each other (then they need embeddings)."""
-        return False
+    hidden: tuple[int, ...] = checked(sizes(example=(64,)), default=(100, 100), counts_tensors=True)
+    activation: str | None = checked(choice(None, *ACTIVATIONS), default="relu")
+    dropout: float = checked(number(0.0, 1.0, high_open=True), default=0.0)
+    mixes_tokens: ClassVar[bool] = False
 
     def build(self, in_features: int) -> BodyModule:
         return MLPBody(in_features, self.hidden, self.activation, self.dropout)
@@ -105,7 +89,7 @@ def _over_sequences(tokens: Tensor, fn, out_features: int) -> Tensor:
 
 
 @dataclass
-class RNN:
+class RNN(BodyConfig):
     """A recurrent body that walks the components in order (GRU or LSTM cell).
 
     Args:
@@ -114,22 +98,10 @@ class RNN:
         layers: number of stacked recurrent layers.
     """
 
-    hidden: int = 64
-    cell: str = "gru"
-    layers: int = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hidden, int) or self.hidden <= 0:
-            raise ConfigError(f"RNN: hidden must be a positive int (got {self.hidden!r})")
-        if self.cell not in ("gru", "lstm"):
-            raise ConfigError(f"RNN: cell must be 'gru' or 'lstm' (got {self.cell!r})")
-        if not isinstance(self.layers, int) or self.layers <= 0:
-            raise ConfigError(f"RNN: layers must be a positive int (got {self.layers!r})")
-
-    @property
-    def mixes_tokens(self) -> bool:
-        """Whether the built body lets components see each other (then they need embeddings)."""
-        return True
+    hidden: int = checked(positive_int, default=64)
+    cell: str = checked(choice("gru", "lstm"), default="gru")
+    layers: int = checked(positive_int, default=1, counts_tensors=True)
+    mixes_tokens: ClassVar[bool] = True
 
     def build(self, in_features: int) -> BodyModule:
         return RNNBody(in_features, self.hidden, self.cell, self.layers)
@@ -151,7 +123,7 @@ class RNNBody(BodyModule):
 
 
 @dataclass
-class Attention:
+class Attention(BodyConfig):
     """A transformer encoder over the component tokens.
 
     Args:
@@ -161,23 +133,15 @@ class Attention:
         ff: feed-forward width (default ``4 * dim``).
     """
 
-    dim: int = 64
-    heads: int = 4
-    layers: int = 2
-    ff: int | None = None
+    dim: int = checked(positive_int, default=64)
+    heads: int = checked(positive_int, default=4)
+    layers: int = checked(positive_int, default=2, counts_tensors=True)
+    ff: int | None = checked(optional(positive_int), default=None)
+    mixes_tokens: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        for name in ("dim", "heads", "layers"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"Attention: {name} must be a positive int (got {v!r})")
+    def check(self) -> None:
         if self.dim % self.heads:
             raise ConfigError(f"Attention: heads ({self.heads}) must divide dim ({self.dim})")
-
-    @property
-    def mixes_tokens(self) -> bool:
-        """Whether the built body lets components see each other (then they need embeddings)."""
-        return True
 
     def build(self, in_features: int) -> BodyModule:
         return AttentionBody(in_features, self.dim, self.heads, self.layers, self.ff or 4 * self.dim)
@@ -197,23 +161,3 @@ class AttentionBody(BodyModule):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return _over_sequences(tokens, lambda flat: self.encoder(self.proj(flat)), self.out_features)
-
-
-BODY_TYPES = {c.__name__: c for c in (MLP, RNN, Attention)}
-
-
-def body_to_json(cfg: Any) -> dict[str, Any]:
-    d = asdict(cfg)
-    if "hidden" in d and isinstance(d["hidden"], tuple):
-        d["hidden"] = list(d["hidden"])
-    return {"type": type(cfg).__name__, **d}
-
-
-def body_from_json(data: dict[str, Any]) -> Any:
-    data = dict(data)
-    kind = data.pop("type")
-    if kind not in BODY_TYPES:
-        raise ConfigError(f"load: unknown body type {kind!r}; expected one of {sorted(BODY_TYPES)}")
-    if "hidden" in data and isinstance(data["hidden"], list):
-        data["hidden"] = tuple(data["hidden"])
-    return BODY_TYPES[kind](**data)

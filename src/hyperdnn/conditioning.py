@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from .config import InputConfig, checked, choice, instance_of, keyword, number, positive_int, require_config
 from .errors import ConfigError, HDTypeError, ShapeError
 
 Mode = Literal["static", "per_sample", "ensemble"]
@@ -44,16 +45,19 @@ class InputModule(nn.Module):
         return torch.randn(count, self.dim)
 
 
-def _positive(part: str, name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{part}: {name} must be a positive int (got {value!r})")
+def cos_sin(c: Tensor) -> Tensor:
+    """The MIP input encoding (Ortiz et al. 2023): ``(..., d) -> (..., 2d)``, ``[cos(pi c / 2), sin(pi c / 2)]``.
+
+    For ``c`` in [0, 1] every pair lies on the unit circle, so the encoding's norm does not depend on ``c``.
+    """
+    return torch.cat([torch.cos(c * (math.pi / 2)), torch.sin(c * (math.pi / 2))], dim=-1)
 
 
 # ---------------------------------------------------------------- task id
 
 
 @dataclass
-class TaskEmbedding:
+class TaskEmbedding(InputConfig):
     """Task id -> learned embedding (one row per task).
 
     Args:
@@ -64,14 +68,10 @@ class TaskEmbedding:
         init_std: standard deviation of the initial embeddings.
     """
 
-    num_tasks: int
-    dim: int
-    name: str = "task"
-    init_std: float = 1.0
-
-    def __post_init__(self) -> None:
-        _positive("TaskEmbedding", "num_tasks", self.num_tasks)
-        _positive("TaskEmbedding", "dim", self.dim)
+    num_tasks: int = checked(positive_int)
+    dim: int = checked(positive_int)
+    name: str = checked(keyword, default="task")
+    init_std: float = checked(number(0.0), default=1.0)
 
     def build(self) -> "TaskInput":
         return TaskInput(self.num_tasks, self.dim, self.name, self.init_std)
@@ -118,7 +118,7 @@ class TaskInput(InputModule):
 
 
 @dataclass
-class External:
+class External(InputConfig):
     """An embedding the caller provides, ``model(x, condition=c)``.
 
     Args:
@@ -129,14 +129,9 @@ class External:
             whose norm does not depend on ``c``.
     """
 
-    dim: int
-    name: str = "condition"
-    encoding: str | None = None
-
-    def __post_init__(self) -> None:
-        _positive("External", "dim", self.dim)
-        if self.encoding not in (None, "cos-sin"):
-            raise ConfigError(f"External: encoding must be None or 'cos-sin' (got {self.encoding!r})")
+    dim: int = checked(positive_int)
+    name: str = checked(keyword, default="condition")
+    encoding: str | None = checked(choice(None, "cos-sin"), default=None)
 
     def build(self) -> "ExternalInput":
         return ExternalInput(self.dim, self.name, self.encoding)
@@ -162,13 +157,12 @@ class ExternalInput(InputModule):
                 f"External: {self.name} has shape {tuple(c.shape)}; expected ({self.in_dim},) or (B, {self.in_dim})"
             )
         if self.encoding == "cos-sin":
-            c = torch.cat([torch.cos(c * (math.pi / 2)), torch.sin(c * (math.pi / 2))], dim=-1)
+            c = cos_sin(c)
         return Condition(c, "static" if c.dim() == 1 else "per_sample")
 
     def probe(self, count: int) -> Tensor:
         if self.encoding == "cos-sin":
-            c = torch.rand(count, self.in_dim)
-            return torch.cat([torch.cos(c * (math.pi / 2)), torch.sin(c * (math.pi / 2))], dim=-1)
+            return cos_sin(torch.rand(count, self.in_dim))
         return torch.randn(count, self.dim)
 
 
@@ -176,21 +170,18 @@ class ExternalInput(InputModule):
 
 
 @dataclass
-class DataEncoder:
+class DataEncoder(InputConfig):
     """Data-conditioned input: ``z = encoder(x)``, one weight set per sample.
 
     Args:
-        encoder: a module mapping the target's input ``x`` (batch first) to ``(B, dim)``.
+        encoder: a module mapping the target's input ``x`` (batch first) to ``(B, dim)``;
+            its weights are saved with the model, the module itself is not
+            (``hd.load(..., encoder=module)``).
         dim: the encoder's output width.
     """
 
-    encoder: nn.Module
-    dim: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.encoder, nn.Module):
-            raise HDTypeError(f"DataEncoder: encoder must be an nn.Module (got {type(self.encoder).__name__})")
-        _positive("DataEncoder", "dim", self.dim)
+    encoder: nn.Module = checked(instance_of(nn.Module, "an nn.Module"), stored=False, doc="the encoder module")
+    dim: int = checked(positive_int)
 
     def build(self) -> "DataInput":
         return DataInput(self.encoder, self.dim)
@@ -216,7 +207,7 @@ class DataInput(InputModule):
 
 
 @dataclass
-class Noise:
+class Noise(InputConfig):
     """Noise input ``z ~ N(0, std^2 I)``: each draw is one member of an implicit ensemble.
 
     Args:
@@ -229,14 +220,9 @@ class Noise:
             ``(dim,)`` (one fixed weight set); ``std`` is not applied to given draws.
     """
 
-    dim: int
-    std: float = 1.0
-    name: str = "samples"
-
-    def __post_init__(self) -> None:
-        _positive("Noise", "dim", self.dim)
-        if not self.std > 0:
-            raise ConfigError(f"Noise: std must be > 0 (got {self.std})")
+    dim: int = checked(positive_int)
+    std: float = checked(number(0.0, low_open=True), default=1.0)
+    name: str = checked(keyword, default="samples")
 
     def build(self) -> "NoiseInput":
         return NoiseInput(self.dim, self.std, self.name)
@@ -275,25 +261,33 @@ class NoiseInput(InputModule):
 # ---------------------------------------------------------------- concatenation
 
 
-@dataclass
-class Concat:
-    """Concatenation of several inputs' embeddings (e.g. task + noise).
+@dataclass(init=False)
+class Concat(InputConfig):
+    """Concatenation of several inputs' embeddings (e.g. task + noise): ``Concat(a, b, ...)``.
 
     Static parts are broadcast to the batch of per-sample or ensemble parts;
     per-sample and ensemble parts cannot be mixed.
     """
 
-    parts: tuple[Any, ...] = field(default_factory=tuple)
+    parts: tuple[InputConfig, ...]
 
-    def __init__(self, *parts: Any) -> None:
+    def __init__(self, *parts: InputConfig) -> None:
         if len(parts) == 1 and isinstance(parts[0], (list, tuple)):
             parts = tuple(parts[0])
-        if len(parts) < 2:
-            raise ConfigError(f"Concat: needs at least two inputs (got {len(parts)})")
         self.parts = tuple(parts)
-        for p in self.parts:
-            if not hasattr(p, "build") or isinstance(p, Concat):
-                raise HDTypeError(f"Concat: each part must be an input config, not {type(p).__name__}")
+        self.__post_init__()
+
+    def check(self) -> None:
+        if len(self.parts) < 2:
+            raise ConfigError(f"Concat: needs at least two inputs (got {len(self.parts)})")
+        for i, p in enumerate(self.parts):
+            if isinstance(p, Concat):
+                raise HDTypeError(f"Concat: part {i} is itself a Concat; list its parts in one Concat instead")
+            require_config("Concat", f"part {i}", p, InputConfig)
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> "Concat":
+        return cls(*values.get("parts", ()))
 
     def build(self) -> "ConcatInput":
         return ConcatInput([p.build() for p in self.parts])
@@ -344,35 +338,3 @@ class NoInput(InputModule):
 
     def probe(self, count: int) -> Tensor:
         return torch.zeros(count, 0)
-
-
-INPUT_TYPES = {c.__name__: c for c in (TaskEmbedding, External, DataEncoder, Noise, Concat)}
-
-
-def input_to_json(cfg: Any) -> dict[str, Any] | None:
-    """Config -> JSON-able dict (the DataEncoder's module itself is not stored)."""
-    if cfg is None:
-        return None
-    if isinstance(cfg, Concat):
-        return {"type": "Concat", "parts": [input_to_json(p) for p in cfg.parts]}
-    if isinstance(cfg, DataEncoder):
-        return {"type": "DataEncoder", "dim": cfg.dim}
-    from dataclasses import asdict
-
-    return {"type": type(cfg).__name__, **asdict(cfg)}
-
-
-def input_from_json(data: dict[str, Any] | None, encoder: nn.Module | None = None) -> Any:
-    if data is None:
-        return None
-    data = dict(data)
-    kind = data.pop("type")
-    if kind == "Concat":
-        return Concat(*[input_from_json(p, encoder) for p in data["parts"]])
-    if kind == "DataEncoder":
-        if encoder is None:
-            raise ConfigError("load: this model has a DataEncoder input; pass encoder=<the encoder module>")
-        return DataEncoder(encoder, data["dim"])
-    if kind not in INPUT_TYPES:
-        raise ConfigError(f"load: unknown input type {kind!r}; expected one of {sorted(INPUT_TYPES)}")
-    return INPUT_TYPES[kind](**data)

@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from .bodies import MLP
 from .conditioning import Condition, InputModule, NoInput
-from .errors import ConfigError, HDTypeError
+from .config import BodyConfig, InputConfig, OutputConfig, require_config
+from .errors import ConfigError
 from .outputs import GenerateOnce
 from .target import TargetSpec
 
@@ -35,9 +36,10 @@ class HyperNetwork(nn.Module):
         super().__init__()
         outputs = GenerateOnce() if outputs is None else outputs
         body = MLP() if body is None else body
-        for part, cfg in (("inputs", inputs), ("outputs", outputs), ("body", body)):
-            if cfg is not None and not hasattr(cfg, "build"):
-                raise HDTypeError(f"HyperDNN: {part} must be a config such as hd.MLP(...) (got {type(cfg).__name__})")
+        if inputs is not None:
+            require_config("HyperDNN", "inputs", inputs, InputConfig)
+        require_config("HyperDNN", "outputs", outputs, OutputConfig)
+        require_config("HyperDNN", "body", body, BodyConfig)
         self.spec = spec
         self.inputs: InputModule = NoInput() if inputs is None else inputs.build()
         self.outputs = outputs.build(spec, self.inputs.dim, body, initial or {})

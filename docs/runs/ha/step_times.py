@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))  # for benchmarks.timing
 
 from benchmarks.timing import interleaved  # noqa: E402
-from hyperdnn.recipes import char_lm, ha_mnist, seq_mnist  # noqa: E402
+from hyperdnn.experiments.recipes import char_lm, ha_mnist, seq_mnist  # noqa: E402
 
 
 def _step(model: nn.Module, forward, clip: float | None):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperdnn.data.mnist import MNIST
-from hyperdnn.errors import ConfigError
+from hyperdnn.errors import ConfigError, DataError
 
 __all__ = ["Task", "permuted_mnist", "sample_batch", "split_mnist", "tasks_to", "toy_regression"]
 
@@ -54,6 +54,12 @@ class Task:
     regression: bool = False
     perm: torch.Tensor | None = None
     label_offset: int = 0
+
+    def __post_init__(self) -> None:
+        # an empty split would train on nothing or divide by zero when evaluated, after the whole run
+        for part, x in (("training", self.train_x), ("test", self.test_x)):
+            if x.shape[0] == 0:
+                raise DataError(f"Task {self.name!r}: the {part} set has 0 items (expected at least one); check the data files")
 
     @property
     def num_train(self) -> int:

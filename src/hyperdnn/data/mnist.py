@@ -27,12 +27,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
+import math
 import os
 import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -106,6 +109,10 @@ def _find(root: Path, name: str) -> Path | None:
 def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     """Read one IDX file (gzip or plain) into a numpy array, checking header and size.
 
+    A gzip file is decompressed as a stream and never further than its IDX
+    header declares (plus one byte, to tell a file that is too long), so a small
+    gzip that would expand to gigabytes fails fast.
+
     Args:
         path: the file.
         expected_ndim: 3 for images, 1 for labels; None accepts any.
@@ -114,42 +121,84 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
         The array, dtype uint8, shape from the header.
 
     Raises:
-        DataError: not gzip/IDX, wrong magic, wrong dimensions, truncated or too long.
+        DataError: not gzip/IDX, wrong magic, wrong dimensions, a size no file of
+            this length can hold, truncated or too long.
     """
-    path = Path(path)
-    return _parse_idx(_read_bytes(path), path, expected_ndim)
+    return _read_idx(Path(path), expected_ndim)[1]
 
 
-def _parse_idx(raw: bytes, path: Path, expected_ndim: int | None) -> np.ndarray:
+# deflate never expands by more than about 1032:1, so a gzip file cannot hold more than this per byte
+_MAX_GZIP_RATIO = 1032
+_BLOCK = 1 << 20
+
+
+def _read_idx(path: Path, expected_ndim: int | None) -> tuple[bytearray, np.ndarray]:
+    """The uncompressed bytes of an IDX file (for its md5) and its array."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise DataError(f"MNIST: cannot read {path}: {e}") from e
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            is_gzip = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+        except OSError as e:
+            raise DataError(f"MNIST: cannot read {path}: {e}") from e
+        if not is_gzip:
+            return _read_stream(f, path, expected_ndim, size, exact=True)
+        try:
+            with gzip.GzipFile(fileobj=f) as stream:
+                return _read_stream(stream, path, expected_ndim, size * _MAX_GZIP_RATIO, exact=False)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"MNIST: {path} is a corrupt or truncated gzip file ({e}); delete it and provide a fresh copy") from e
+
+
+def _read_upto(stream: BinaryIO, n: int) -> bytearray:
+    """At most ``n`` bytes from ``stream``, read in blocks (fewer at its end)."""
+    out = bytearray()
+    while len(out) < n:
+        block = stream.read(min(n - len(out), _BLOCK))
+        if not block:
+            break
+        out += block
+    return out
+
+
+def _read_stream(stream: BinaryIO, path: Path, expected_ndim: int | None, limit: int, exact: bool) -> tuple[bytearray, np.ndarray]:
+    """Reads header and payload from ``stream``, never more than the header declares plus one byte.
+
+    Args:
+        limit: the most bytes the stream can give (the plain file's size; for gzip,
+            the compressed size times deflate's largest ratio).
+        exact: ``limit`` is the stream's exact length (a plain file).
+    """
+    raw = _read_upto(stream, 4)
     if len(raw) < 4:
         raise DataError(f"MNIST: {path} is too short to be an IDX file ({len(raw)} bytes; expected a 4-byte magic number and a header)")
     zero, dtype_code, ndim = raw[0] | raw[1], raw[2], raw[3]
     if zero != 0 or dtype_code not in _IDX_DTYPES:
-        raise DataError(f"MNIST: {path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}; expected 0000 08 0N)")
+        raise DataError(f"MNIST: {path} is not an IDX file of unsigned bytes (magic {bytes(raw[:4]).hex()}; expected 0000 08 0N)")
     if expected_ndim is not None and ndim != expected_ndim:
         raise DataError(f"MNIST: {path} has {ndim} dimensions (expected {expected_ndim})")
     header = 4 + 4 * ndim
+    raw += _read_upto(stream, 4 * ndim)
     if len(raw) < header:
         raise DataError(f"MNIST: {path} is truncated inside its header ({len(raw)} bytes; header needs {header})")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "longer than its header says"
-        raise DataError(f"MNIST: {path} is {what}: {len(raw)} bytes, expected {expected} for shape {shape}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"MNIST: cannot read {path}: {e}") from e
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"MNIST: {path} is a corrupt or truncated gzip file ({e}); delete it and provide a fresh copy") from e
-    return data
+    expected = header + math.prod(shape)  # Python ints: no overflow, however large the dimensions
+    if expected > limit:
+        if exact:
+            raise DataError(f"MNIST: {path} is truncated: {limit} bytes, expected {expected} for shape {shape}")
+        raise DataError(f"MNIST: {path} declares shape {shape} ({expected:,} bytes), more than its {limit // _MAX_GZIP_RATIO:,} "
+                        f"compressed bytes can hold; the header is corrupt")
+    raw += _read_upto(stream, expected - header)
+    if len(raw) < expected:
+        raise DataError(f"MNIST: {path} is truncated: {len(raw)} bytes, expected {expected} for shape {shape}")
+    if stream.read(1):  # for gzip this also reads to the end of the stream, which checks its CRC
+        size = f"{limit} bytes" if exact else f"more than {expected} bytes uncompressed"
+        raise DataError(f"MNIST: {path} is longer than its header says: {size}, expected {expected} for shape {shape}")
+    return raw, np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: float, dead: set[str]) -> tuple[Path | None, list[str]]:
@@ -168,9 +217,13 @@ def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: floa
             errors.append(f"{url}: {type(e).__name__}: {e}")
             continue
         try:
-            raw = gzip.decompress(blob)
+            with gzip.GzipFile(fileobj=io.BytesIO(blob)) as stream:
+                raw = _read_stream(stream, Path(url), 3 if "images" in name else 1, len(blob) * _MAX_GZIP_RATIO, exact=False)[0]
         except (OSError, EOFError, zlib.error) as e:
             errors.append(f"{url}: not a gzip file ({e})")
+            continue
+        except DataError as e:
+            errors.append(f"{url}: {e}")
             continue
         digest = hashlib.md5(raw).hexdigest()
         if digest != MNIST_FILES[name]:
@@ -194,8 +247,7 @@ def _download(name: str, dest_dir: Path, mirrors: tuple[str, ...], timeout: floa
 
 def _read_checked(name: str, path: Path) -> np.ndarray:
     """read_idx, plus the md5 of the uncompressed bytes when the file has the official item count."""
-    raw = _read_bytes(path)
-    arr = _parse_idx(raw, path, 3 if "images" in name else 1)
+    raw, arr = _read_idx(path, 3 if "images" in name else 1)
     if arr.shape[0] == MNIST_COUNTS[name]:
         digest = hashlib.md5(raw).hexdigest()
         if digest != MNIST_FILES[name]:

@@ -93,7 +93,7 @@ def hyper_conv(
     return HyperDNN(
         target,
         inputs=None,
-        outputs=ComponentWise(tile=tuple(tile), embedding_dim=embedding_dim, inner_dim=inner_dim),
+        outputs=ComponentWise(tile=(tile[0], tile[1]), embedding_dim=embedding_dim, inner_dim=inner_dim),
         body=MLP(hidden=()),
         generate=generate,
     )

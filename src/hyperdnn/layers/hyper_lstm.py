@@ -56,43 +56,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
+from hyperdnn.layers.lstm_core import (
+    check_sizes,
+    initial_state,
+    layer_norm_gates,
+    lstm_options,
+    lstm_output,
+    lstm_update,
+    run_layers,
+    sequence_input,
+)
 
-_LN_EPS = 1e-5
-
-
-def _check_sizes(part: str, **sizes: int) -> None:
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise HDTypeError(f"{part}: {name} must be an int (got {type(value).__name__})")
-        if value <= 0:
-            raise ConfigError(f"{part}: {name} must be > 0 (got {value})")
-
-
-def _layer_norm_gates(x: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
-    """Layer norm of each of ``groups`` equal slices of x (B, groups*n), gain/bias (groups*n)."""
-    b, width = x.shape
-    y = F.layer_norm(x.view(b, groups, width // groups), (width // groups,), None, None, _LN_EPS)
-    return torch.addcmul(bias, y.view(b, width), weight)  # (B, groups*n)
-
-
-def _lstm_update(
-    gates: Tensor, c: Tensor, ln_cell: tuple[Tensor, Tensor] | None
-) -> tuple[Tensor, Tensor]:
-    """LSTM nonlinearity on pre-activations (B, 4n) in (i, f, g, o) order; returns (h, c)."""
-    n = c.shape[1]
-    # chunk, not slicing: one SplitBackward instead of a zero-filled grad per slice
-    i, f, g, o = gates.chunk(4, 1)
-    c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))  # (B, n)
-    cn = c if ln_cell is None else F.layer_norm(c, (n,), ln_cell[0], ln_cell[1], _LN_EPS)
-    h = torch.sigmoid(o) * torch.tanh(cn)  # (B, n)
-    return h, c
+__all__ = ["HyperLSTM", "HyperLSTMCell"]
 
 
 class HyperLSTMCell(nn.Module):
@@ -130,7 +112,7 @@ class HyperLSTMCell(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes(
+        check_sizes(
             "HyperLSTMCell",
             input_size=input_size,
             hidden_size=hidden_size,
@@ -235,30 +217,12 @@ class HyperLSTMCell(nn.Module):
             )
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
-        if state is not None and unbatched:
-            state = _as_pair("HyperLSTMCell", state)
-            state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
-        h0, c0 = self._initial_state(state, x.shape[0], x)
+        h0, c0 = initial_state(
+            "HyperLSTMCell", state, ("h", "c"), (x.shape[0],), self.hidden_size, self.hyper_size, x,
+            unbatched_dim=0 if unbatched else None, layout="hidden_size + hyper_size" if unbatched else "batch, hidden_size + hyper_size",
+        )
         _, (h, c) = self._scan(x.unsqueeze(0), (h0, c0))
         return (h[0], c[0]) if unbatched else (h, c)
-
-    def _initial_state(
-        self, state: tuple[Tensor, Tensor] | None, batch: int, like: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        if state is None:
-            return self.zero_state(batch, like)
-        h, c = _as_pair("HyperLSTMCell", state)
-        out = []
-        for name, s in (("h", h), ("c", c)):
-            if s.dim() != 2 or s.shape[0] != batch or s.shape[1] not in (self.hidden_size, self.state_size):
-                raise ShapeError(
-                    f"HyperLSTMCell: state {name} must be ({batch}, {self.state_size}) or "
-                    f"({batch}, {self.hidden_size}) (got {tuple(s.shape)})"
-                )
-            if s.shape[1] == self.hidden_size:
-                s = torch.cat([s, s.new_zeros(batch, self.hyper_size)], 1)
-            out.append(s)
-        return out[0], out[1]
 
     def _scan(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run the cell over a sequence (no input checks: forward and HyperLSTM do them).
@@ -304,8 +268,8 @@ class HyperLSTMCell(nn.Module):
             rec_main, rec_hyp = torch.mm(h, w_rec).split([4 * H, 4 * Nh], 1)  # (B, 4H), (B, 4Nh)
             hg = torch.addmm(xhyp_t[t] + rec_hyp, hh, w_hyp)  # (B, 4Nh)
             if hyp_ln is not None:
-                hg = _layer_norm_gates(hg, hyp_ln[0], hyp_ln[1], 4)
-            hh, hc = _lstm_update(hg, hc, hyp_ln_cell)  # (B, Nh)
+                hg = layer_norm_gates(hg, hyp_ln[0], hyp_ln[1], 4)
+            hh, hc = lstm_update(hg, hc, hyp_ln_cell)  # (B, Nh)
             z = torch.addmm(b_z, hh, w_z)  # (B, n_terms*4*Nz)
             if b_d is None:
                 d_x, d_h = torch.mm(z, w_d).chunk(2, 1)  # (B, 4H) each
@@ -315,58 +279,11 @@ class HyperLSTMCell(nn.Module):
                 gates = torch.addcmul(b_t, d_x, xw_t[t])
             gates = torch.addcmul(gates, d_h, rec_main)  # (B, 4H)
             if ln is not None:
-                gates = _layer_norm_gates(gates, ln[0], ln[1], 4)
-            h, c = _lstm_update(gates, c, ln_cell)  # (B, H)
+                gates = layer_norm_gates(gates, ln[0], ln[1], 4)
+            h, c = lstm_update(gates, c, ln_cell)  # (B, H)
             outs.append(h)
         out = torch.stack(outs)  # (T, B, H)
         return out, (torch.cat([h, hh], 1), torch.cat([c, hc], 1))
-
-
-def _check_dropout(part: str, dropout: object, num_layers: int) -> None:
-    """nn.LSTM's dropout rules, with the project's errors (and its warning for one layer)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise HDTypeError(f"{part}: dropout must be a number in [0, 1] (got {type(dropout).__name__})")
-    if not 0.0 <= dropout <= 1.0:
-        raise ConfigError(f"{part}: dropout must be a number in [0, 1] (got {dropout!r})")
-    if dropout > 0 and num_layers == 1:
-        warnings.warn(
-            f"{part}: dropout={dropout} acts between layers only (after all but the last), "
-            f"so with num_layers=1 it does nothing",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def _as_pair(part: str, state: object) -> tuple[Tensor, Tensor]:
-    if not isinstance(state, (tuple, list)) or len(state) != 2:
-        raise HDTypeError(f"{part}: state must be a tuple (h, c) of two Tensors (got {type(state).__name__})")
-    h, c = state
-    if not isinstance(h, Tensor) or not isinstance(c, Tensor):
-        raise HDTypeError(
-            f"{part}: state must be a tuple (h, c) of two Tensors (got ({type(h).__name__}, {type(c).__name__}))"
-        )
-    return h, c
-
-
-
-def _sequence_input(part: str, input: Any, input_size: int, batch_first: bool) -> tuple[Tensor, bool]:
-    """Checks an nn.LSTM-style input and returns it as ``(T, B, I)`` plus whether it was unbatched."""
-    if not isinstance(input, Tensor):
-        raise HDTypeError(f"{part}: input must be a Tensor (got {type(input).__name__}; PackedSequence is not supported)")
-    if input.dim() not in (2, 3) or input.shape[-1] != input_size:
-        layout = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
-        raise ShapeError(
-            f"{part}: input must be {layout} or unbatched (T, input_size) with "
-            f"input_size={input_size} (got {tuple(input.shape)})"
-        )
-    unbatched = input.dim() == 2
-    if unbatched:
-        x = input.unsqueeze(1)
-    else:
-        x = input.transpose(0, 1) if batch_first else input  # (T, B, I)
-    if x.shape[0] == 0:
-        raise ShapeError(f"{part}: the sequence must have at least one step (got {tuple(input.shape)})")
-    return x, unbatched
 
 
 class HyperLSTM(nn.Module):
@@ -419,23 +336,11 @@ class HyperLSTM(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
-        _check_sizes(
-            "HyperLSTM",
-            input_size=input_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            hyper_size=hyper_size,
-            embedding_size=embedding_size,
+        (self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout) = lstm_options(
+            "HyperLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            hyper_size=hyper_size, embedding_size=embedding_size,
         )
-        _check_dropout("HyperLSTM", dropout, num_layers)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
-        self.hyper_size = hyper_size
-        self.embedding_size = embedding_size
+        self.hyper_size, self.embedding_size = hyper_size, embedding_size
         self.layer_norm = bool(layer_norm)
         self.cells = nn.ModuleList(
             HyperLSTMCell(
@@ -495,10 +400,10 @@ class HyperLSTM(nn.Module):
                 embedding_size=embedding_size,
                 layer_norm=layer_norm,
             )
-        ref = lstm.weight_ih_l0
+        ref = cast(Tensor, lstm.weight_ih_l0)
         m.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
-            for layer, cell in enumerate(m.cells):
+            for layer, cell in enumerate(cast(list[HyperLSTMCell], list(m.cells))):
                 cell.weight_ih.copy_(getattr(lstm, f"weight_ih_l{layer}"))
                 cell.weight_hh.copy_(getattr(lstm, f"weight_hh_l{layer}"))
                 if cell.bias_ih is not None:
@@ -512,41 +417,11 @@ class HyperLSTM(nn.Module):
         self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run all layers over the sequence; see the class docstring for shapes."""
-        x, unbatched = _sequence_input("HyperLSTM", input, self.input_size, self.batch_first)
-        h0, c0 = self._initial_state(state, x, unbatched)
-        hs, cs = [], []
-        for layer, cell in enumerate(self.cells):
-            x, (h, c) = cell._scan(x, (h0[layer], c0[layer]))
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, True)
-            hs.append(h)
-            cs.append(c)
-        h_n, c_n = torch.stack(hs), torch.stack(cs)  # (L, B, H + Nh)
-        if unbatched:
-            return x[:, 0], (h_n[:, 0], c_n[:, 0])
-        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
-
-    def _initial_state(
-        self, state: tuple[Tensor, Tensor] | None, x: Tensor, unbatched: bool
-    ) -> tuple[Tensor, Tensor]:
-        L, B = self.num_layers, x.shape[1]
-        if state is None:
-            z = x.new_zeros(L, B, self.state_size)
-            return z, z
-        h0, c0 = _as_pair("HyperLSTM", state)
-        out = []
-        for name, s in (("h0", h0), ("c0", c0)):
-            if unbatched:
-                s = s.unsqueeze(1) if s.dim() == 2 else s.new_empty(0)
-            ok = s.dim() == 3 and s.shape[:2] == (L, B) and s.shape[2] in (self.hidden_size, self.state_size)
-            if not ok:
-                want = f"({L}, {self.state_size})" if unbatched else f"({L}, {B}, {self.state_size})"
-                shape = tuple((h0 if name == "h0" else c0).shape)
-                raise ShapeError(
-                    f"HyperLSTM: state {name} must be {want} (num_layers, batch, hidden_size + hyper_size), "
-                    f"or with last dimension hidden_size={self.hidden_size} (got {shape})"
-                )
-            if s.shape[2] == self.hidden_size:
-                s = torch.cat([s, s.new_zeros(L, B, self.hyper_size)], 2)
-            out.append(s)
-        return out[0], out[1]
+        x, unbatched = sequence_input("HyperLSTM", input, self.input_size, self.batch_first)
+        h0, c0 = initial_state(
+            "HyperLSTM", state, ("h0", "c0"), (self.num_layers, x.shape[1]), self.hidden_size, self.hyper_size, x,
+            unbatched_dim=1 if unbatched else None, layout=f"num_layers, {'' if unbatched else 'batch, '}hidden_size + hyper_size",
+        )
+        layers = [lambda x, h, c, cell=cell: cell._scan(x, (h, c)) for cell in self.cells]
+        out, h_n, c_n = run_layers(x, layers, h0, c0, self.dropout, self.training)  # h_n, c_n (L, B, H + Nh)
+        return lstm_output(out, h_n, c_n, unbatched, self.batch_first)

@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyperdnn.errors import ShapeError
-from hyperdnn.layers.hyper_lstm import (
-    _as_pair,
-    _check_dropout,
-    _check_sizes,
-    _layer_norm_gates,
-    _lstm_update,
-    _sequence_input,
+from hyperdnn.layers.lstm_core import (
+    initial_state,
+    layer_norm_gates,
+    lstm_options,
+    lstm_output,
+    lstm_update,
+    run_layers,
+    sequence_input,
 )
 
 __all__ = ["LayerNormLSTM"]
@@ -68,11 +68,9 @@ class LayerNormLSTM(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_sizes("LayerNormLSTM", input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        _check_dropout("LayerNormLSTM", dropout, num_layers)
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias = bool(bias)
-        self.batch_first, self.dropout = bool(batch_first), float(dropout)
+        (self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout) = lstm_options(
+            "LayerNormLSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout
+        )
         H = hidden_size
         self.weight_ih = nn.ParameterList(
             nn.Parameter(torch.empty(4 * H, input_size if k == 0 else H)) for k in range(num_layers)
@@ -102,38 +100,25 @@ class LayerNormLSTM(nn.Module):
         self, input: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run all layers; shapes as in the class docstring."""
-        x, unbatched = _sequence_input("LayerNormLSTM", input, self.input_size, self.batch_first)
-        L, B, H = self.num_layers, x.shape[1], self.hidden_size
-        if state is None:
-            h0 = c0 = x.new_zeros(L, B, H)
-        else:
-            h0, c0 = _as_pair("LayerNormLSTM", state)
-            want = (L, H) if unbatched else (L, B, H)
-            for name, s in (("h0", h0), ("c0", c0)):
-                if tuple(s.shape) != want:
-                    raise ShapeError(f"LayerNormLSTM: state {name} must be {want} (got {tuple(s.shape)})")
-            if unbatched:
-                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-        hs, cs = [], []
-        for k in range(L):
-            b = self.bias_ih[k] if self.bias_ih is not None else None
-            # unbind, not x[t]: one backward for the whole sequence instead of a zero fill per step
-            xw = F.linear(x, self.weight_ih[k], b).unbind(0)  # T x (B, 4H)
-            w_hh = self.weight_hh[k].t()
-            ln, ln_cell = (self.ln_weight[k], self.ln_bias[k]), (self.ln_cell_weight[k], self.ln_cell_bias[k])
-            h, c = h0[k], c0[k]
-            outs = []
-            for xw_t in xw:
-                gates = _layer_norm_gates(torch.addmm(xw_t, h, w_hh), ln[0], ln[1], 4)  # (B, 4H)
-                h, c = _lstm_update(gates, c, ln_cell)
-                outs.append(h)
-            x = torch.stack(outs)  # (T, B, H)
-            if self.dropout > 0 and self.training and k < L - 1:
-                x = F.dropout(x, self.dropout, True)
-            hs.append(h)
-            cs.append(c)
-        h_n, c_n = torch.stack(hs), torch.stack(cs)  # (L, B, H)
-        if unbatched:
-            return x[:, 0], (h_n[:, 0], c_n[:, 0])
-        out = x.transpose(0, 1) if self.batch_first else x
-        return out, (h_n, c_n)
+        x, unbatched = sequence_input("LayerNormLSTM", input, self.input_size, self.batch_first)
+        h0, c0 = initial_state(
+            "LayerNormLSTM", state, ("h0", "c0"), (self.num_layers, x.shape[1]), self.hidden_size, 0, x,
+            unbatched_dim=1 if unbatched else None, layout=f"num_layers, {'' if unbatched else 'batch, '}hidden_size",
+        )
+        layers = [lambda x, h, c, k=k: self._layer(k, x, h, c) for k in range(self.num_layers)]
+        out, h_n, c_n = run_layers(x, layers, h0, c0, self.dropout, self.training)  # h_n, c_n (L, B, H)
+        return lstm_output(out, h_n, c_n, unbatched, self.batch_first)
+
+    def _layer(self, k: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Layer ``k`` over the sequence x (T, B, I) from state h, c (B, H); returns (out (T, B, H), (h, c))."""
+        b = self.bias_ih[k] if self.bias_ih is not None else None
+        # unbind, not x[t]: one backward for the whole sequence instead of a zero fill per step
+        xw = F.linear(x, self.weight_ih[k], b).unbind(0)  # T x (B, 4H)
+        w_hh = self.weight_hh[k].t()
+        ln, ln_cell = (self.ln_weight[k], self.ln_bias[k]), (self.ln_cell_weight[k], self.ln_cell_bias[k])
+        outs = []
+        for xw_t in xw:
+            gates = layer_norm_gates(torch.addmm(xw_t, h, w_hh), ln[0], ln[1], 4)  # (B, 4H)
+            h, c = lstm_update(gates, c, ln_cell)
+            outs.append(h)
+        return torch.stack(outs), (h, c)  # (T, B, H)

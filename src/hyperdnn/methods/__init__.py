@@ -1,31 +1,46 @@
-"""Methods built on the core: continual learning with hypernetworks."""
+"""Methods built on the core, one subpackage each (see docs/methods.md for the shape they share).
+
+- :mod:`hyperdnn.methods.continual`: continual learning with hypernetworks
+  (von Oswald et al. 2020), :class:`ContinualLearning`.
+
+Every public name of a method's subpackage is exported here too
+(``hyperdnn.methods.ContinualLearning``).
+"""
 
 from hyperdnn.methods.continual import (
+    CL3Scores,
+    ContinualLearning,
+    ContinualResults,
+    ContinualStep,
     adam_lookahead,
     average_final,
     choose_regularized_tasks,
     cl3_predict,
     flat_weights,
     forgetting,
-    freeze_other_task_embeddings,
     infer_task,
     output_regularizer,
     predictive_entropy,
+    score,
     store_targets,
-    task_embedding_table,
+    xavier_init_,
 )
 
 __all__ = [
+    "CL3Scores",
+    "ContinualLearning",
+    "ContinualResults",
+    "ContinualStep",
     "adam_lookahead",
     "average_final",
     "choose_regularized_tasks",
     "cl3_predict",
     "flat_weights",
     "forgetting",
-    "freeze_other_task_embeddings",
     "infer_task",
     "output_regularizer",
     "predictive_entropy",
+    "score",
     "store_targets",
-    "task_embedding_table",
+    "xavier_init_",
 ]

@@ -8,14 +8,15 @@
 | ChunkWise | chunk_wise.py | chunks from per-chunk embeddings (von Oswald et al.) |
 | LowRank | low_rank.py | ``A @ B^T`` factors per weight matrix |
 | Additive | additive.py | ``theta0 + scale * delta`` (MIP, Ortiz et al.) |
+
+A strategy's config derives from :class:`hyperdnn.config.OutputConfig`; defining
+the class registers it (``to_dict``/``from_dict`` and checkpoints need nothing
+else).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any
-
-from ..errors import ConfigError
+from ..config import OutputConfig
 from ..factored import Factored
 from .additive import Additive
 from .base import OutputModule
@@ -25,29 +26,5 @@ from .generate_once import GenerateOnce
 from .low_rank import LowRank
 from .multi_head import MultiHead
 
-OUTPUT_TYPES = {c.__name__: c for c in (Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead)}
-
-
-def output_to_json(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, Additive):
-        return {"type": "Additive", "inner": output_to_json(cfg.inner), "scale": cfg.scale,
-                "zero_init": cfg.zero_init, "learn_theta0": cfg.learn_theta0}
-    d = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-    return {"type": type(cfg).__name__, **d}
-
-
-def output_from_json(data: dict[str, Any]) -> Any:
-    data = dict(data)
-    kind = data.pop("type")
-    if kind not in OUTPUT_TYPES:
-        raise ConfigError(f"load: unknown output type {kind!r}; expected one of {sorted(OUTPUT_TYPES)}")
-    if kind == "Additive":
-        data["inner"] = output_from_json(data["inner"])
-    if kind == "ComponentWise":
-        data["tile"] = tuple(data["tile"])
-    return OUTPUT_TYPES[kind](**data)
-
-
-__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "LowRank", "MultiHead", "OutputModule",
-           "output_from_json", "output_to_json"]
+__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "LowRank", "MultiHead", "OutputConfig",
+           "OutputModule"]

@@ -11,11 +11,11 @@ Hypernetwork Learning", ICLR 2024 (arXiv:2304.07645).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..config import OutputConfig, checked, flag, number, require_config
 from ..errors import ConfigError
 from ..target import TargetSpec
 from .base import OutputModule, split_flat
@@ -24,7 +24,7 @@ from .generate_once import GenerateOnce
 
 
 @dataclass
-class Additive:
+class Additive(OutputConfig):
     """theta = theta0 + scale * inner(z).
 
     Args:
@@ -34,14 +34,15 @@ class Additive:
         learn_theta0: train ``theta0`` (True) or keep it fixed.
     """
 
-    inner: Any = field(default_factory=GenerateOnce)
-    scale: float = 1.0
-    zero_init: bool = True
-    learn_theta0: bool = True
+    inner: OutputConfig = field(default_factory=GenerateOnce)  # checked in check()
+    scale: float = checked(number(), default=1.0)
+    zero_init: bool = checked(flag, default=True)
+    learn_theta0: bool = checked(flag, default=True)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.inner, Additive) or not hasattr(self.inner, "build"):
-            raise ConfigError(f"Additive: inner must be another output strategy (got {self.inner!r})")
+    def check(self) -> None:
+        if isinstance(self.inner, Additive):
+            raise ConfigError("Additive: inner must be another output strategy, not an Additive")
+        require_config("Additive", "inner", self.inner, OutputConfig)
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial: dict[str, Tensor]) -> OutputModule:
         return AdditiveOutput(spec, self.inner.build(spec, cond_dim, body, initial), initial, self.scale, self.zero_init, self.learn_theta0)

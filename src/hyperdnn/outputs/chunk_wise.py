@@ -17,14 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from ..bodies import BodyModule
-from ..errors import ConfigError
+from ..config import OutputConfig, checked, number, positive_int
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
 from .base import OutputModule, make_tokens, pooled_std_mean, split_flat
 
 
 @dataclass
-class ChunkWise:
+class ChunkWise(OutputConfig):
     """Chunked generation with learned chunk embeddings.
 
     Args:
@@ -33,15 +33,9 @@ class ChunkWise:
         chunk_init_std: std of the initial chunk embeddings.
     """
 
-    chunk_size: int = 4096
-    chunk_dim: int = 64
-    chunk_init_std: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.chunk_size, int) or self.chunk_size <= 0:
-            raise ConfigError(f"ChunkWise: chunk_size must be > 0 (got {self.chunk_size!r})")
-        if not isinstance(self.chunk_dim, int) or self.chunk_dim <= 0:
-            raise ConfigError(f"ChunkWise: chunk_dim must be > 0 (got {self.chunk_dim!r})")
+    chunk_size: int = checked(positive_int, default=4096)
+    chunk_dim: int = checked(positive_int, default=64)
+    chunk_init_std: float = checked(number(0.0), default=1.0)
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
         return ChunkWiseOutput(spec, body.build(cond_dim + self.chunk_dim), self.chunk_size, self.chunk_dim, self.chunk_init_std)

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import OutputConfig, checked, optional, positive_int, sizes
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
 from .base import OutputModule, make_tokens, pooled_std_mean
 
 
 @dataclass
-class ComponentWise:
+class ComponentWise(OutputConfig):
     """Tile-wise generation with one learned embedding per tile.
 
     Args:
@@ -41,18 +41,9 @@ class ComponentWise:
         inner_dim: width ``d`` of the per-input-channel vectors ``a_i`` (default ``embedding_dim``).
     """
 
-    tile: tuple[int, int] = (16, 16)
-    embedding_dim: int = 4
-    inner_dim: int | None = None
-
-    def __post_init__(self) -> None:
-        self.tile = tuple(self.tile)  # type: ignore[assignment]
-        if len(self.tile) != 2 or any(not isinstance(t, int) or t <= 0 for t in self.tile):
-            raise ConfigError(f"ComponentWise: tile must be two positive ints (t_out, t_in) (got {self.tile!r})")
-        if not isinstance(self.embedding_dim, int) or self.embedding_dim <= 0:
-            raise ConfigError(f"ComponentWise: embedding_dim must be a positive int (got {self.embedding_dim!r})")
-        if self.inner_dim is not None and (not isinstance(self.inner_dim, int) or self.inner_dim <= 0):
-            raise ConfigError(f"ComponentWise: inner_dim must be a positive int or None (got {self.inner_dim!r})")
+    tile: tuple[int, int] = checked(sizes(length=2, example=(16, 16)), default=(16, 16))
+    embedding_dim: int = checked(positive_int, default=4)
+    inner_dim: int | None = checked(optional(positive_int), default=None)
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
         return ComponentWiseOutput(

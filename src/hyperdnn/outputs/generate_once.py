@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..bodies import BodyModule
+from ..config import OutputConfig
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
 from .base import OutputModule, make_tokens, split_flat, std_mean_rows
 
 
 @dataclass
-class GenerateOnce:
+class GenerateOnce(OutputConfig):
     """theta = split(W h(z) + b): a single linear head of width ``P`` (all generated parameters).
 
     The simplest output; its head holds ``d_h * P`` weights, so it suits small targets.

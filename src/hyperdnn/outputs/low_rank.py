@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import OutputConfig, checked, choice, positive_int
 from ..errors import ConfigError
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
@@ -22,7 +23,7 @@ from .multi_head import PerTensorTokens
 
 
 @dataclass
-class LowRank:
+class LowRank(OutputConfig):
     """Rank-``rank`` factors per weight matrix.
 
     Args:
@@ -32,15 +33,9 @@ class LowRank:
             'error' (default) or 'full' (generate that matrix in full).
     """
 
-    rank: int = 4
-    embedding_dim: int = 8
-    on_small: str = "error"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank <= 0:
-            raise ConfigError(f"LowRank: rank must be a positive int (got {self.rank!r})")
-        if self.on_small not in ("error", "full"):
-            raise ConfigError(f"LowRank: on_small must be 'error' or 'full' (got {self.on_small!r})")
+    rank: int = checked(positive_int, default=4)
+    embedding_dim: int = checked(positive_int, default=8)
+    on_small: str = checked(choice("error", "full"), default="error")
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> "LowRankOutput":
         for p in spec.params:

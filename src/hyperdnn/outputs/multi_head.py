@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import OutputConfig, checked, positive_int
 from ..init import hyperfan_in_, zero_
 from ..target import TargetSpec
 from .base import OutputModule, make_tokens
 
 
 @dataclass
-class MultiHead:
+class MultiHead(OutputConfig):
     """One head per generated parameter tensor, on a shared body.
 
     Args:
@@ -23,11 +23,7 @@ class MultiHead:
             sees one token per tensor, in the target's order.
     """
 
-    embedding_dim: int = 8
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.embedding_dim, int) or self.embedding_dim <= 0:
-            raise ConfigError(f"MultiHead: embedding_dim must be a positive int (got {self.embedding_dim!r})")
+    embedding_dim: int = checked(positive_int, default=8)
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
         return MultiHeadOutput(spec, cond_dim, body, self.embedding_dim)
