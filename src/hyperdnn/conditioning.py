@@ -215,6 +215,9 @@ class Noise(InputConfig):
         std: standard deviation of the draws.
         name: keyword giving the number of draws; ``model(x, samples=8)`` returns
             ``(8, B, ...)``; without it one draw is made and applied to the batch.
+            The keyword also takes the draws themselves, a tensor ``z`` of shape
+            ``(k, dim)`` (the same ``k`` members on every call: a fixed ensemble) or
+            ``(dim,)`` (one fixed weight set); ``std`` is not applied to given draws.
     """
 
     dim: int = checked(positive_int)
@@ -239,8 +242,16 @@ class NoiseInput(InputModule):
         anchor = self._anchor
         if k is None:
             return Condition(torch.randn(self.dim, device=anchor.device) * self.std, "static")
+        if isinstance(k, Tensor):
+            # Given draws: fixed members (the caller keeps z, e.g. drawn once with a torch.Generator).
+            if k.dim() not in (1, 2) or k.shape[-1] != self.dim or not k.dtype.is_floating_point:
+                raise ShapeError(
+                    f"Noise: {self.name} given as draws must be a float tensor of shape (k, {self.dim}) or "
+                    f"({self.dim},) (got {k.dtype} of shape {tuple(k.shape)}); or pass the number of draws"
+                )
+            return Condition(k.to(anchor.device), "static" if k.dim() == 1 else "ensemble")
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ConfigError(f"Noise: {self.name} must be a positive int (got {k!r})")
+            raise ConfigError(f"Noise: {self.name} must be a positive int or a (k, {self.dim}) tensor of draws (got {k!r})")
         return Condition(torch.randn(k, self.dim, device=anchor.device) * self.std, "ensemble")
 
     def probe(self, count: int) -> Tensor:
