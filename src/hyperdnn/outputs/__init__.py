@@ -8,6 +8,7 @@
 | ChunkWise | chunk_wise.py | chunks from per-chunk embeddings (von Oswald et al.) |
 | LowRank | low_rank.py | ``A @ B^T`` factors per weight matrix |
 | Additive | additive.py | ``theta0 + scale * delta`` (MIP, Ortiz et al.) |
+| Implicit | implicit.py | each weight row from its coordinates, any width (NeuMeta) |
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .base import OutputModule
 from .chunk_wise import ChunkWise
 from .component_wise import ComponentWise
 from .generate_once import GenerateOnce
+from .implicit import Implicit
 from .low_rank import LowRank
 from .multi_head import MultiHead
 
-OUTPUT_TYPES = {c.__name__: c for c in (Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead)}
+OUTPUT_TYPES = {c.__name__: c for c in (Additive, ChunkWise, ComponentWise, GenerateOnce, Implicit, LowRank, MultiHead)}
 
 
 def output_to_json(cfg: Any) -> dict[str, Any]:
@@ -49,5 +51,5 @@ def output_from_json(data: dict[str, Any]) -> Any:
     return OUTPUT_TYPES[kind](**data)
 
 
-__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "LowRank", "MultiHead", "OutputModule",
+__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "Implicit", "LowRank", "MultiHead", "OutputModule",
            "output_from_json", "output_to_json"]

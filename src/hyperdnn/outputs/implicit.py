@@ -1,0 +1,212 @@
+"""Implicit outputs (NeuMeta, Yang & Wang 2024): each weight is a function of its coordinates.
+
+Every *row* of a generated tensor (one output and one input index; all kernel
+positions of a convolution at once, as in NeuMeta) has six coordinates
+
+    u = [t / T, o / n_out, i / n_in, T / norm, n_out / norm, n_in / norm]
+
+(``t`` the tensor's index among the ``T`` generated tensors, ``o``/``i`` the
+output/input index, ``n_out``/``n_in`` the tensor's first two sizes; a bias has
+``i = 0`` and ``n_in = 1``). They go through the Fourier-feature encoding
+
+    gamma(u) = [u, sin(2^k pi u_j), cos(2^k pi u_j)]  for k < num_freqs, every j,
+
+are concatenated with the condition ``z`` into one token per row, and a
+token-wise body plus one linear head make ``kernel`` numbers per row; a smaller
+kernel takes the centre ``kh * kw`` of them, and a weight (not a bias) is
+divided by ``n_in``. So the weights of any target of the family come from the
+same function: a wider network is a finer sampling of it.
+
+All rows of a target are made in batched chunks of ``chunk_size`` rows (a loop
+over chunks, never over weights or rows); without autograd they are written
+into one preallocated buffer, so peak memory is the target's size plus one
+chunk's activations.
+
+Where each choice comes from (Adamdad/neumeta at 1a2f4a0):
+coordinates ``neumeta/utils/hypernet_utils.py`` lines 230-258 (``sample_coordinates``)
+and ``neumeta/hypermodel.py`` line 160 (``x[:, :3] / x[:, 3:]``); division of
+all six by ``norm`` ``hypernet_utils.py`` line 303; Fourier features
+``hypermodel.py`` lines 44-52 (``num_freqs: 16`` in
+``neumeta/config/mnist/LeNet_mnist_8-32.yaml`` line 31); the kernel head of 25
+numbers and its centre slice ``LeNet_mnist_8-32.yaml`` line 32 and
+``hypernet_utils.py`` lines 320-326; the ``1 / n_in`` scale ``hypermodel.py``
+line 167; coordinate noise ``(U(0, 1) - 0.5) * coord_noise`` on the integer
+indices ``neumeta/train_mnist.py`` line 62. Differences: NeuMeta trains one
+residual MLP per tensor (``hypermodel.py`` lines 184-191); here one body and
+head are shared by all tensors (the tensor index is a coordinate), so the
+hypernetwork's size does not grow with the target's depth and a target of
+another depth has coordinates too; the noise moves only the two index
+coordinates (NeuMeta adds it to all six, layer index included).
+
+Paper: Yang & Wang, "Neural Metamorphosis", ECCV 2024 (arXiv:2410.11878).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..bodies import BodyModule
+from ..dynamic_target import DynamicOutput
+from ..errors import ConfigError, ShapeError
+from ..target import TargetSpec
+from .base import OutputModule, split_flat
+
+COORDS = 6
+
+
+@dataclass
+class Implicit:
+    """Weights as a function of their coordinates: one hypernetwork for targets of any width.
+
+    Args:
+        num_freqs: Fourier frequencies ``2^0 .. 2^(num_freqs-1)`` (times pi) per coordinate (NeuMeta: 16).
+        chunk_size: rows made per batched chunk (> 0); bounds the activations' memory.
+        coord_noise: width of the uniform noise added to the output and input indices
+            while training (``model.train()``), in index units (NeuMeta: 1.0); 0 disables it.
+        norm: the size scale of the three size coordinates; None: the largest size of the
+            construction target's tensors (filled in by ``build``, so a saved model keeps it).
+        kernel: numbers the head makes per row (the largest kernel, ``kh * kw``); None:
+            the construction target's largest (filled in by ``build``).
+        fan_in_scale: divide each generated weight (not bias) by its tensor's input size,
+            as NeuMeta does.
+
+    The body must be token-wise (``hd.MLP``): it sees one token per row.
+
+    Example:
+        >>> model = HyperDNN(LeNet(32), outputs=Implicit(), body=MLP(hidden=(256,) * 4))
+        >>> y = model(x, target=LeNet(13))   # a width never built before
+    """
+
+    num_freqs: int = 16
+    chunk_size: int = 16384
+    coord_noise: float = 0.0
+    norm: float | None = None
+    kernel: int | None = None
+    fan_in_scale: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_freqs, bool) or not isinstance(self.num_freqs, int) or not 0 <= self.num_freqs <= 30:
+            raise ConfigError(f"Implicit: num_freqs must be an int in [0, 30] (got {self.num_freqs!r})")
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size <= 0:
+            raise ConfigError(f"Implicit: chunk_size must be > 0 (got {self.chunk_size!r})")
+        if not isinstance(self.coord_noise, (int, float)) or self.coord_noise < 0:
+            raise ConfigError(f"Implicit: coord_noise must be >= 0 (got {self.coord_noise!r})")
+        if self.norm is not None and (not isinstance(self.norm, (int, float)) or self.norm <= 0):
+            raise ConfigError(f"Implicit: norm must be > 0 or None (got {self.norm!r})")
+        if self.kernel is not None and (isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel <= 0):
+            raise ConfigError(f"Implicit: kernel must be a positive int or None (got {self.kernel!r})")
+        if not isinstance(self.fan_in_scale, bool):
+            raise ConfigError(f"Implicit: fan_in_scale must be True or False (got {self.fan_in_scale!r})")
+
+    def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
+        if body.mixes_tokens:
+            raise ConfigError(
+                f"Implicit: the body must treat tokens independently (one token per weight row); "
+                f"got {type(body).__name__}, which mixes them: use body=hd.MLP(...)"
+            )
+        if self.norm is None:
+            self.norm = float(max(max(_rows_of(p.shape)[:2]) for p in spec.params))
+        if self.kernel is None:
+            self.kernel = max(_rows_of(p.shape)[2] for p in spec.params)
+        features = COORDS * (1 + 2 * self.num_freqs)
+        return ImplicitOutput(spec, body.build(cond_dim + features), self.num_freqs, self.chunk_size,
+                              float(self.coord_noise), float(self.norm), self.kernel, self.fan_in_scale)
+
+
+def _rows_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(n_out, n_in, kernel numbers per row)`` of a tensor shape."""
+    if len(shape) == 0:
+        return 1, 1, 1
+    if len(shape) == 1:
+        return shape[0], 1, 1
+    return shape[0], shape[1], math.prod(shape[2:])
+
+
+class ImplicitOutput(OutputModule, DynamicOutput):
+    """Built implicit strategy: ``generate(z, spec)`` for any spec of the family; ``forward(z)``
+    for the construction target's spec."""
+
+    def __init__(self, spec: TargetSpec, body: BodyModule, num_freqs: int, chunk_size: int, coord_noise: float,
+                 norm: float, kernel: int, fan_in_scale: bool) -> None:
+        super().__init__()
+        self.spec, self.body = spec, body
+        self.chunk_size, self.coord_noise, self.norm, self.kernel = chunk_size, coord_noise, norm, kernel
+        self.fan_in_scale = fan_in_scale
+        self.head = nn.Linear(body.out_features, kernel)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False)
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        return self.generate(z, self.spec)
+
+    def encode(self, t: int, n_tensors: int, o: Tensor, i: Tensor, n_out: int, n_in: int) -> Tensor:
+        """Fourier features of the rows ``(o, i)`` of tensor ``t``: ``(n, 6 * (1 + 2 * num_freqs))``."""
+        dtype = self.head.weight.dtype
+        o, i = o.to(dtype), i.to(dtype)
+        if self.training and self.coord_noise > 0:
+            o = o + (torch.rand_like(o) - 0.5) * self.coord_noise
+            i = i + (torch.rand_like(i) - 0.5) * self.coord_noise
+        n = o.shape[0]
+        const = torch.tensor([t / n_tensors, n_tensors / self.norm, n_out / self.norm, n_in / self.norm],
+                             dtype=dtype, device=o.device)
+        u = torch.stack([const[0].expand(n), o / n_out, i / n_in, const[1].expand(n), const[2].expand(n),
+                         const[3].expand(n)], dim=-1)  # (n, 6)
+        angles = (u.unsqueeze(-1) * self.freqs.to(dtype)).flatten(-2)  # (n, 6 * F)
+        return torch.cat([u, angles.sin(), angles.cos()], dim=-1)  # (n, 6 * (1 + 2F))
+
+    def generate(self, z: Tensor, spec: TargetSpec) -> dict[str, Tensor]:
+        """``{name: tensor}`` for every tensor of ``spec`` from the condition ``z`` (``(d,)`` or ``(G, d)``)."""
+        self.check_family(spec, None)
+        lead = tuple(z.shape[:-1])
+        device, dtype = self.head.weight.device, self.head.weight.dtype
+        track = torch.is_grad_enabled() and (z.requires_grad or self.head.weight.requires_grad)
+        out = None if track else torch.empty(*lead, spec.numel, device=device, dtype=dtype)  # (..., P)
+        pieces: list[Tensor] = []
+        offset, n_tensors = 0, len(spec.params)
+        for t, p in enumerate(spec.params):
+            n_out, n_in, kk = _rows_of(p.shape)
+            start = self.kernel // 2 - kk // 2
+            scale = 1.0 / n_in if (self.fan_in_scale and len(p.shape) >= 2) else 1.0
+            rows = n_out * n_in
+            for a in range(0, rows, self.chunk_size):
+                n = min(self.chunk_size, rows - a)
+                r = torch.arange(a, a + n, device=device)
+                enc = self.encode(t, n_tensors, torch.div(r, n_in, rounding_mode="floor"), r % n_in, n_out, n_in)
+                tokens = torch.cat([z.unsqueeze(-2).expand(*lead, n, z.shape[-1]).to(dtype),
+                                    enc.expand(*lead, *enc.shape)], dim=-1)  # (..., n, d + E)
+                w = self.head(self.body(tokens))[..., start:start + kk]  # (..., n, kk)
+                if scale != 1.0:
+                    w = w * scale
+                if track:
+                    pieces.append(w.flatten(-2))
+                else:
+                    out[..., offset:offset + n * kk] = w.flatten(-2)
+                offset += n * kk
+        flat = torch.cat(pieces, dim=-1) if track else out  # (..., P)
+        return split_flat(flat, spec)
+
+    def check_family(self, spec: TargetSpec, kinds: dict[str, str] | None) -> None:
+        """Raises when a tensor of ``spec`` has more kernel numbers per row than the head makes."""
+        for p in spec.params:
+            kk = _rows_of(p.shape)[2]
+            if kk > self.kernel:
+                where = f" (module {kinds[p.name]})" if kinds else ""
+                raise ShapeError(
+                    f"Implicit: target parameter {p.name!r}{where} of shape {p.shape} has {kk} kernel numbers per row; "
+                    f"this hypernetwork's head makes {self.kernel} (build it with Implicit(kernel={kk}) or larger)"
+                )
+
+    def has_embeddings(self) -> bool:
+        return True  # the coordinates tell the rows apart, so no condition is needed
+
+    def calibrate(self, probe: Tensor) -> None:
+        # NeuMeta keeps PyTorch's default Linear init (hypermodel.py line 191); the 1 / n_in
+        # scale gives the generated weights a fan-in-dependent size instead of hyperfan-in.
+        return None
+
+    def zero_(self) -> None:
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
