@@ -21,7 +21,7 @@ from torch import nn
 from .bodies import body_from_json, body_to_json
 from .conditioning import input_from_json, input_to_json
 from .errors import CheckpointError
-from .outputs import output_from_json, output_to_json
+from .outputs import output_from_json, output_is_dynamic, output_to_json
 
 FORMAT = "hyperdnn-checkpoint"
 VERSION = 1
@@ -169,10 +169,13 @@ def load(directory: str | os.PathLike, target: nn.Module, encoder: nn.Module | N
             f"got {type(target).__name__!r}"
         )
     shapes = dict(target.named_parameters())
+    # An implicit (dynamic-output) model's tensors do not depend on the target's widths:
+    # it loads around any member of its family.
+    any_width = output_is_dynamic(config.get("outputs"))
     for name, shape in config["generate"]:
         if name not in shapes:
             raise CheckpointError(f"load: the target has no parameter {name!r}, which the checkpoint generates")
-        if list(shapes[name].shape) != list(shape):
+        if list(shapes[name].shape) != list(shape) and not any_width:
             raise CheckpointError(
                 f"load: target parameter {name!r} has shape {tuple(shapes[name].shape)}; the checkpoint was made "
                 f"for shape {tuple(shape)}"

@@ -27,6 +27,7 @@ from .implicit import Implicit
 from .low_rank import LowRank
 from .multi_head import MultiHead
 
+DYNAMIC_OUTPUTS = ("Implicit",)  # strategies that serve call-time targets (hyperdnn.dynamic_target)
 OUTPUT_TYPES = {c.__name__: c for c in (Additive, ChunkWise, ComponentWise, GenerateOnce, Implicit, LowRank, MultiHead)}
 
 
@@ -37,6 +38,11 @@ def output_to_json(cfg: Any) -> dict[str, Any]:
     d = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
     return {"type": type(cfg).__name__, **d}
+
+
+def output_is_dynamic(data: dict[str, Any] | None) -> bool:
+    """Whether a saved output config (``output_to_json``) makes weights for a target of any shape."""
+    return isinstance(data, dict) and data.get("type") in DYNAMIC_OUTPUTS
 
 
 def output_from_json(data: dict[str, Any]) -> Any:
@@ -52,4 +58,4 @@ def output_from_json(data: dict[str, Any]) -> Any:
 
 
 __all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "Implicit", "LowRank", "MultiHead", "OutputModule",
-           "output_from_json", "output_to_json"]
+           "output_from_json", "output_is_dynamic", "output_to_json"]
