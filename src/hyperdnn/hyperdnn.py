@@ -192,11 +192,15 @@ class HyperDNN(nn.Module):
                 parameter's shape (one weight set) or ``(G, *shape)`` (``G`` sets; the
                 batch of ``x`` then holds ``G * n`` rows, group-major); ``hd.Factored``
                 values are accepted too (``model.weights(..., dense=False)``).
+            target=module: run that call-time target (its weights from ``weights(target=module)``).
         """
-        groups = check_weights(self.spec, weights)
+        dynamic = pop_target(kwargs)
+        entry = None if dynamic is None else self._dynamic.resolve(dynamic, self.target)
+        slots = self._slots if entry is None else entry.slots
+        groups = check_weights(self.spec if entry is None else entry.spec, weights)
         all_args = (x, *args)
         if groups is None:
-            return self._slots.run(densify(weights), all_args, kwargs)
+            return slots.run(densify(weights), all_args, kwargs)
         rows = None
         if isinstance(x, Tensor):
             bd = self.batch_dim
@@ -206,7 +210,7 @@ class HyperDNN(nn.Module):
                     f"HyperDNN.run_target: x has {rows} rows along dim {bd}; expected a positive multiple of "
                     f"the {groups} weight sets"
                 )
-        return call_batched(self._slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
+        return call_batched(slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
 
     def _check_target_keywords(self, kwargs: dict[str, Any]) -> None:
         params, open_ended = self._target_keywords
