@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +151,34 @@ def test_bad_arguments():
         AnyWidth(method.model, Net, [2], ref, recon=-1)
     with pytest.raises(hd.ConfigError, match="widths must be positive"):
         AnyWidth(method.model, Net, [], ref)
+
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
+needs_mnist = pytest.mark.skipif(
+    not ((DATA / "mnist").is_dir() or (DATA / "train-images-idx3-ubyte.gz").is_file()),
+    reason=f"MNIST not found under {DATA}",
+)
+
+
+@needs_mnist
+def test_recipe_any_width_mnist_short(tmp_path):
+    from hyperdnn.recipes import get_recipe
+    from hyperdnn.runs import run_recipe
+
+    r = get_recipe("any-width-mnist")
+    cfg = r.config(min_width=3, max_width=5, net_steps=3, hyper_steps=4, batch_size=16, train_subset=64,
+                   test_subset=50, num_freqs=2, hidden=(8,))
+    res = run_recipe(r, cfg, data_dir=DATA, out_dir=tmp_path, show_progress=False, print_tables=False,
+                     checkpoint_every=0, threads=1)
+    out = res.results
+    assert out["train_widths"] == [4, 5] and out["test_widths"] == [3, 4, 5]
+    assert set(out["accuracy"]) == {"scratch", "pruned", "pruned (permuted)", "implicit", "no-permutation", "no-noise"}
+    assert all(0 <= a <= 100 for c in out["accuracy"].values() for a in c.values())
+    # The widest scratch network is the reference itself, and cutting it to its own width changes nothing.
+    assert out["accuracy"]["scratch"]["5"] == out["accuracy"]["pruned"]["5"]
+    from hyperdnn.recipes.any_width_mnist import LeNet
+
+    assert out["replaced_networks_params"] == sum(sum(p.numel() for p in LeNet(w).parameters()) for w in (3, 4, 5))
+    assert (res.run_dir / "accuracy_vs_width.png").is_file()
+    assert "never sampled in training" in (res.run_dir / "results.md").read_text()

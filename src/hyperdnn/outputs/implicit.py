@@ -150,10 +150,11 @@ class ImplicitOutput(OutputModule, DynamicOutput):
             o = o + (torch.rand_like(o) - 0.5) * self.coord_noise
             i = i + (torch.rand_like(i) - 0.5) * self.coord_noise
         n = o.shape[0]
-        const = torch.tensor([t / n_tensors, n_tensors / self.norm, n_out / self.norm, n_in / self.norm],
-                             dtype=dtype, device=o.device)
-        u = torch.stack([const[0].expand(n), o / n_out, i / n_in, const[1].expand(n), const[2].expand(n),
-                         const[3].expand(n)], dim=-1)  # (n, 6)
+        u = torch.empty(n, COORDS, dtype=dtype, device=o.device)  # (n, 6)
+        u[:, 0] = t / n_tensors
+        u[:, 1] = o / n_out
+        u[:, 2] = i / n_in
+        u[:, 3], u[:, 4], u[:, 5] = n_tensors / self.norm, n_out / self.norm, n_in / self.norm
         angles = (u.unsqueeze(-1) * self.freqs.to(dtype)).flatten(-2)  # (n, 6 * F)
         return torch.cat([u, angles.sin(), angles.cos()], dim=-1)  # (n, 6 * (1 + 2F))
 
@@ -175,8 +176,11 @@ class ImplicitOutput(OutputModule, DynamicOutput):
                 n = min(self.chunk_size, rows - a)
                 r = torch.arange(a, a + n, device=device)
                 enc = self.encode(t, n_tensors, torch.div(r, n_in, rounding_mode="floor"), r % n_in, n_out, n_in)
-                tokens = torch.cat([z.unsqueeze(-2).expand(*lead, n, z.shape[-1]).to(dtype),
-                                    enc.expand(*lead, *enc.shape)], dim=-1)  # (..., n, d + E)
+                if z.shape[-1]:
+                    tokens = torch.cat([z.unsqueeze(-2).expand(*lead, n, z.shape[-1]).to(dtype),
+                                        enc.expand(*lead, *enc.shape)], dim=-1)  # (..., n, d + E)
+                else:  # no condition: the coordinates are the whole token
+                    tokens = enc.expand(*lead, *enc.shape)  # (..., n, E)
                 w = self.head(self.body(tokens))[..., start:start + kk]  # (..., n, kk)
                 if scale != 1.0:
                     w = w * scale
