@@ -187,12 +187,14 @@ class HyperDNN(nn.Module):
     def run_target(self, x: Any, weights: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         """Runs the target on ``(x, *args, **kwargs)`` with the given generated weights.
 
+        A keyword ``target=module`` (an ``nn.Module``) runs that call-time target instead,
+        with weights from ``weights(target=module)``.
+
         Args:
             weights: ``{name: tensor}`` for every generated parameter, each of the
                 parameter's shape (one weight set) or ``(G, *shape)`` (``G`` sets; the
                 batch of ``x`` then holds ``G * n`` rows, group-major); ``hd.Factored``
                 values are accepted too (``model.weights(..., dense=False)``).
-            target=module: run that call-time target (its weights from ``weights(target=module)``).
         """
         dynamic = pop_target(kwargs)
         entry = None if dynamic is None else self._dynamic.resolve(dynamic, self.target)
