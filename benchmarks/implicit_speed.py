@@ -6,7 +6,7 @@ Workload (issue 11): the any-width-mnist LeNet family at width 200
 by the implicit hypernetwork of the recipe (16 frequencies, MLP 64-64-64,
 25-number kernel head), given as a call-time target. The limit is the same math
 written directly in PyTorch with no library: coordinates, Fourier features,
-three ``F.linear`` + ReLU, the head, the centre slice and ``1 / n_in``, chunk by
+three ``F.linear`` + ReLU, the head, the centre slice and ``1 / sqrt(fan_in)``, chunk by
 chunk into one preallocated buffer. Both produce the same numbers (checked).
 
 Time: interleaved rounds (benchmarks/timing.py), the median of per-round
@@ -69,8 +69,10 @@ def limit_generate(model, shapes: list[tuple[int, ...]], chunk: int) -> Tensor:
     freqs = math.pi * 2.0 ** torch.arange(len(out_mod.freqs), dtype=torch.float32)
     total = sum(math.prod(s) for s in shapes)
     out = torch.empty(total)
-    offset, T = 0, len(shapes)
+    offset, T, fan = 0, len(shapes), 1
     for t, shape in enumerate(shapes):
+        if len(shape) > 1:  # a weight, then its bias: both scaled by 1 / sqrt(the weight's fan-in)
+            fan = math.prod(shape[1:])
         n_out, n_in = shape[0], shape[1] if len(shape) > 1 else 1
         kk = math.prod(shape[2:]) if len(shape) > 1 else 1
         lo = kernel // 2 - kk // 2
@@ -87,8 +89,7 @@ def limit_generate(model, shapes: list[tuple[int, ...]], chunk: int) -> Tensor:
             for layer in layers:
                 h = F.relu(F.linear(h, layer.weight, layer.bias))
             w = F.linear(h, head.weight, head.bias)[:, lo:lo + kk]
-            if len(shape) > 1:
-                w = w / n_in
+            w = w * (1.0 / math.sqrt(fan))
             out[offset:offset + n * kk] = w.reshape(-1)
             offset += n * kk
     return out

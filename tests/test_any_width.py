@@ -182,3 +182,19 @@ def test_recipe_any_width_mnist_short(tmp_path):
     assert out["replaced_networks_params"] == sum(sum(p.numel() for p in LeNet(w).parameters()) for w in (3, 4, 5))
     assert (res.run_dir / "accuracy_vs_width.png").is_file()
     assert "never sampled in training" in (res.run_dir / "results.md").read_text()
+
+
+def test_standardized_reconstruction_every_step():
+    method, reference = make(recon=1.0, reg=0.0, standardize_recon=True, recon_every_step=True)
+    x, y = torch.randn(6, 1, 5, 5), torch.randint(0, 3, (6,))
+    total, parts = method.loss(x, y, width=2)  # not the reference width: the reference's weights are made too
+    ref = dict(smooth_permutation(reference).named_parameters())
+    theta2, theta4 = method.model.weights(target=Net(2)), method.model.weights(target=Net(4))
+    eps = 1e-6
+    by_hand = torch.stack([
+        (((theta4[n] - r) ** 2 * ((r.abs() + eps) / (r.abs() + eps).max())).mean() / (r.var() + eps))
+        for n, r in ref.items()
+    ]).mean()
+    ce = F.cross_entropy(functional_call(Net(2), theta2, (x,)), y)
+    assert parts["recon"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(total) == pytest.approx(float(ce + by_hand), rel=1e-5)

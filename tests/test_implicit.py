@@ -46,6 +46,10 @@ def reference_weights(out, spec, z=None) -> dict[str, torch.Tensor]:
     """NeuMeta's math written row by row with Python loops (the independent reference)."""
     result = {}
     T = len(spec.params)
+    fan_in = {}  # module -> fan-in of its weight (a bias is scaled like its layer's weight)
+    for p in spec.params:
+        if len(p.shape) >= 2:
+            fan_in[p.name.rpartition(".")[0]] = math.prod(p.shape[1:])
     freqs = [math.pi * 2.0**k for k in range(len(out.freqs))]
     for t, p in enumerate(spec.params):
         shape = p.shape
@@ -64,8 +68,9 @@ def reference_weights(out, spec, z=None) -> dict[str, torch.Tensor]:
                 w = out.head.double()(h)
                 start = out.kernel // 2 - kk // 2
                 w = w[start:start + kk]
-                if len(shape) >= 2:
-                    w = w / n_in
+                fan = fan_in.get(p.name.rpartition(".")[0])
+                if fan is not None:
+                    w = w / math.sqrt(fan)
                 rows.append(w)
         result[p.name] = torch.stack(rows).reshape(shape)
         out.float()
@@ -157,6 +162,26 @@ def test_coordinate_noise_only_in_training_mode():
     assert not torch.equal(a["conv_2.weight"], c["conv_2.weight"])
 
 
+def test_scales():
+    from hyperdnn.outputs.implicit import tensor_scales
+    from hyperdnn.target import prepare_target
+
+    _, spec, _ = prepare_target(SmallCNN(4))  # conv 1->4 3x3, conv 4->8 5x5, linear 8->3
+    fans = [9, 9, 100, 100, 8, 8]
+    assert tensor_scales(spec, "sqrt-fan-in") == pytest.approx([1 / math.sqrt(f) for f in fans])
+    assert tensor_scales(spec, "n-in") == pytest.approx([1, 1, 1 / 4, 1, 1 / 8, 1])
+    assert tensor_scales(spec, "none") == [1.0] * 6
+
+
+def test_initial_weights_have_pytorchs_init_scale_at_every_width():
+    model = model_for(SmallCNN(8))
+    for width in (3, 8, 20):
+        theta = model.weights(target=SmallCNN(width))
+        w = theta["conv_2.weight"]
+        expected = 1 / math.sqrt(3 * width * 25)  # kaiming-uniform(a=sqrt 5): std 1 / sqrt(3 fan_in)
+        assert 0.5 * expected < float(w.detach().std()) < 2 * expected
+
+
 def test_norm_and_kernel_are_fixed_at_build():
     cfg = hd.Implicit()
     hd.HyperDNN(SmallCNN(4), outputs=cfg, body=hd.MLP(hidden=(8,)))
@@ -178,7 +203,7 @@ def test_a_token_mixing_body_is_refused():
 
 
 @pytest.mark.parametrize("bad", [dict(chunk_size=0), dict(num_freqs=-1), dict(coord_noise=-0.1), dict(norm=0),
-                                 dict(kernel=0), dict(fan_in_scale=1)])
+                                 dict(kernel=0), dict(scale="fan-in")])
 def test_bad_options(bad):
     with pytest.raises(hd.ConfigError, match="Implicit: "):
         hd.Implicit(**bad)

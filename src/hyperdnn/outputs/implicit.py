@@ -13,9 +13,13 @@ output/input index, ``n_out``/``n_in`` the tensor's first two sizes; a bias has
 
 are concatenated with the condition ``z`` into one token per row, and a
 token-wise body plus one linear head make ``kernel`` numbers per row; a smaller
-kernel takes the centre ``kh * kw`` of them, and a weight (not a bias) is
-divided by ``n_in``. So the weights of any target of the family come from the
-same function: a wider network is a finer sampling of it.
+kernel takes the centre ``kh * kw`` of them. The head's numbers are
+standardised weights: ``scale="sqrt-fan-in"`` (default) multiplies a tensor by
+``1 / sqrt(fan_in)`` of its layer (``n_in * kh * kw``; a bias by its layer's
+weight's), the scale PyTorch's own init gives, so one head serves layers and
+widths of very different fan-in; ``scale="n-in"`` is NeuMeta's ``1 / n_in`` on
+weights only. So the weights of any target of the family come from the same
+function: a wider network is a finer sampling of it.
 
 All rows of a target are made in batched chunks of ``chunk_size`` rows (a loop
 over chunks, never over weights or rows); without autograd they are written
@@ -30,13 +34,18 @@ all six by ``norm`` ``hypernet_utils.py`` line 303; Fourier features
 ``neumeta/config/mnist/LeNet_mnist_8-32.yaml`` line 31); the kernel head of 25
 numbers and its centre slice ``LeNet_mnist_8-32.yaml`` line 32 and
 ``hypernet_utils.py`` lines 320-326; the ``1 / n_in`` scale ``hypermodel.py``
-line 167; coordinate noise ``(U(0, 1) - 0.5) * coord_noise`` on the integer
+line 167 (``scale="n-in"``); coordinate noise ``(U(0, 1) - 0.5) * coord_noise`` on the integer
 indices ``neumeta/train_mnist.py`` line 62. Differences: NeuMeta trains one
 residual MLP per tensor (``hypermodel.py`` lines 184-191); here one body and
 head are shared by all tensors (the tensor index is a coordinate), so the
 hypernetwork's size does not grow with the target's depth and a target of
 another depth has coordinates too; the noise moves only the two index
-coordinates (NeuMeta adds it to all six, layer index included).
+coordinates (NeuMeta adds it to all six, layer index included); the default
+scale is ``1 / sqrt(fan_in)`` with the head initialised so the weights start at
+PyTorch's init scale (with NeuMeta's ``1 / n_in`` and PyTorch's default init of
+the head, the any-width-mnist LeNet's cross-entropy stayed at ln 10 = 2.30 for
+800 steps in every variant: the initial weights were too small for any signal
+to pass; NeuMeta starts from a reconstruction of the reference).
 
 Paper: Yang & Wang, "Neural Metamorphosis", ECCV 2024 (arXiv:2410.11878).
 """
@@ -52,10 +61,12 @@ from torch import Tensor, nn
 from ..bodies import BodyModule
 from ..dynamic_target import DynamicOutput
 from ..errors import ConfigError, ShapeError
+from ..init import hyperfan_in_
 from ..target import TargetSpec
 from .base import OutputModule, split_flat
 
 COORDS = 6
+SCALES = ("sqrt-fan-in", "n-in", "none")
 
 
 @dataclass
@@ -71,8 +82,9 @@ class Implicit:
             construction target's tensors (filled in by ``build``, so a saved model keeps it).
         kernel: numbers the head makes per row (the largest kernel, ``kh * kw``); None:
             the construction target's largest (filled in by ``build``).
-        fan_in_scale: divide each generated weight (not bias) by its tensor's input size,
-            as NeuMeta does.
+        scale: ``"sqrt-fan-in"`` (default): a tensor times ``1 / sqrt(fan_in)`` of its layer;
+            ``"n-in"``: NeuMeta's, a weight (not a bias) divided by its input size;
+            ``"none"``: the head's numbers as they are.
 
     The body must be token-wise (``hd.MLP``): it sees one token per row.
 
@@ -86,7 +98,7 @@ class Implicit:
     coord_noise: float = 0.0
     norm: float | None = None
     kernel: int | None = None
-    fan_in_scale: bool = True
+    scale: str = "sqrt-fan-in"
 
     def __post_init__(self) -> None:
         if isinstance(self.num_freqs, bool) or not isinstance(self.num_freqs, int) or not 0 <= self.num_freqs <= 30:
@@ -99,8 +111,8 @@ class Implicit:
             raise ConfigError(f"Implicit: norm must be > 0 or None (got {self.norm!r})")
         if self.kernel is not None and (isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or self.kernel <= 0):
             raise ConfigError(f"Implicit: kernel must be a positive int or None (got {self.kernel!r})")
-        if not isinstance(self.fan_in_scale, bool):
-            raise ConfigError(f"Implicit: fan_in_scale must be True or False (got {self.fan_in_scale!r})")
+        if self.scale not in SCALES:
+            raise ConfigError(f"Implicit: scale must be one of {SCALES} (got {self.scale!r})")
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
         if body.mixes_tokens:
@@ -114,7 +126,25 @@ class Implicit:
             self.kernel = max(_rows_of(p.shape)[2] for p in spec.params)
         features = COORDS * (1 + 2 * self.num_freqs)
         return ImplicitOutput(spec, body.build(cond_dim + features), self.num_freqs, self.chunk_size,
-                              float(self.coord_noise), float(self.norm), self.kernel, self.fan_in_scale)
+                              float(self.coord_noise), float(self.norm), self.kernel, self.scale)
+
+
+def tensor_scales(spec: TargetSpec, scale: str) -> list[float]:
+    """The factor each generated tensor's head numbers are multiplied by (see ``Implicit.scale``)."""
+    if scale == "none":
+        return [1.0] * len(spec.params)
+    if scale == "n-in":
+        return [1.0 / p.shape[1] if len(p.shape) >= 2 else 1.0 for p in spec.params]
+    shapes = {p.name: p.shape for p in spec.params}
+    out = []
+    for p in spec.params:
+        shape = p.shape
+        if len(shape) < 2:  # a bias takes its layer's weight's fan-in (PyTorch's bias init does too)
+            owner = p.name.rpartition(".")[0]
+            sibling = shapes.get(f"{owner}.weight" if owner else "weight", ())
+            shape = sibling if len(sibling) >= 2 else ()
+        out.append(1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 1.0)
+    return out
 
 
 def _rows_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -131,11 +161,11 @@ class ImplicitOutput(OutputModule, DynamicOutput):
     for the construction target's spec."""
 
     def __init__(self, spec: TargetSpec, body: BodyModule, num_freqs: int, chunk_size: int, coord_noise: float,
-                 norm: float, kernel: int, fan_in_scale: bool) -> None:
+                 norm: float, kernel: int, scale: str) -> None:
         super().__init__()
         self.spec, self.body = spec, body
         self.chunk_size, self.coord_noise, self.norm, self.kernel = chunk_size, coord_noise, norm, kernel
-        self.fan_in_scale = fan_in_scale
+        self.scale = scale
         self.head = nn.Linear(body.out_features, kernel)
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False)
 
@@ -167,10 +197,9 @@ class ImplicitOutput(OutputModule, DynamicOutput):
         out = None if track else torch.empty(*lead, spec.numel, device=device, dtype=dtype)  # (..., P)
         pieces: list[Tensor] = []
         offset, n_tensors = 0, len(spec.params)
-        for t, p in enumerate(spec.params):
+        for t, (p, scale) in enumerate(zip(spec.params, tensor_scales(spec, self.scale))):
             n_out, n_in, kk = _rows_of(p.shape)
             start = self.kernel // 2 - kk // 2
-            scale = 1.0 / n_in if (self.fan_in_scale and len(p.shape) >= 2) else 1.0
             rows = n_out * n_in
             for a in range(0, rows, self.chunk_size):
                 n = min(self.chunk_size, rows - a)
@@ -206,10 +235,25 @@ class ImplicitOutput(OutputModule, DynamicOutput):
     def has_embeddings(self) -> bool:
         return True  # the coordinates tell the rows apart, so no condition is needed
 
+    @torch.no_grad()
     def calibrate(self, probe: Tensor) -> None:
-        # NeuMeta keeps PyTorch's default Linear init (hypermodel.py line 191); the 1 / n_in
-        # scale gives the generated weights a fan-in-dependent size instead of hyperfan-in.
-        return None
+        """Initialises the head so its numbers start with std ``1 / sqrt(3)`` and mean 0 on the
+        construction target's rows: times ``1 / sqrt(fan_in)`` that is PyTorch's own init scale
+        (kaiming-uniform with ``a = sqrt(5)``). With ``scale="n-in"`` PyTorch's default head init
+        is kept, as in NeuMeta (``hypermodel.py`` line 191)."""
+        if self.scale == "n-in":
+            return None
+        feats = []
+        budget = 4096
+        for t, p in enumerate(self.spec.params):
+            n_out, n_in, _ = _rows_of(p.shape)
+            r = torch.arange(min(n_out * n_in, max(1, budget // len(self.spec.params))), device=self.head.weight.device)
+            enc = self.encode(t, len(self.spec.params), torch.div(r, n_in, rounding_mode="floor"), r % n_in, n_out, n_in)
+            z = probe[:4].to(enc)  # (S, d)
+            tokens = torch.cat([z.unsqueeze(-2).expand(z.shape[0], *enc.shape[:1], z.shape[-1]),
+                                enc.expand(z.shape[0], *enc.shape)], dim=-1) if z.shape[-1] else enc
+            feats.append(self.body(tokens).reshape(-1, self.body.out_features))
+        hyperfan_in_(self.head, torch.cat(feats), 1.0 / math.sqrt(3.0), 0.0)
 
     def zero_(self) -> None:
         nn.init.zeros_(self.head.weight)

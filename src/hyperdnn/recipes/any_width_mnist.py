@@ -63,6 +63,8 @@ class Config:
     recon: float = 1.0
     reg: float = 1e-4
     kd: float = 0.0
+    recon_every_step: bool = field(default=True, metadata={"help": "reconstruct the reference at every step (NeuMeta: only when width 32 is drawn)"})
+    standardize_recon: bool = field(default=True, metadata={"help": "reconstruction error relative to each reference tensor's variance (NeuMeta: raw)"})
     variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": "which of implicit,no-permutation,no-noise"})
     scratch: bool = field(default=True, metadata={"help": "train a network from scratch at every test width"})
 
@@ -183,7 +185,8 @@ def run(ctx: RunContext) -> dict:
         if v not in methods:
             methods[v] = AnyWidth(hypers[v], lambda w: LeNet(w).to(ctx.device), widths, nets["reference"],
                                   permute=v != "no-permutation", recon=cfg.recon, reg=cfg.reg, kd=cfg.kd,
-                                  recon_decay_steps=cfg.hyper_steps, generator=gens[v])
+                                  recon_decay_steps=cfg.hyper_steps, generator=gens[v],
+                                  recon_every_step=cfg.recon_every_step, standardize_recon=cfg.standardize_recon)
         return methods[v]
 
     while state["job"] < len(jobs):

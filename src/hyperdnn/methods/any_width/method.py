@@ -35,19 +35,25 @@ from hyperdnn.errors import ConfigError, HDTypeError
 from .permute import Group, smooth_permutation
 
 
-def weighted_reconstruction(theta: dict[str, Tensor], reference: dict[str, Tensor], eps: float = 1e-6) -> Tensor:
+def weighted_reconstruction(theta: dict[str, Tensor], reference: dict[str, Tensor], eps: float = 1e-6,
+                            standardize: bool = False) -> Tensor:
     """NeuMeta's reconstruction loss: squared error weighted by the reference's relative magnitude,
     averaged per tensor, then over tensors.
 
     Args:
         theta: generated ``{name: tensor}``.
         reference: ``{name: tensor}`` of the same shapes.
+        standardize: divide each tensor's squared error by the reference tensor's variance
+            (every layer then counts alike, whatever its scale; NeuMeta: False).
     """
     losses = []
     for name, ref in reference.items():
         weight = ref.abs() + eps
         weight = weight / weight.max()
-        losses.append(((theta[name] - ref) ** 2 * weight).mean())
+        err = ((theta[name] - ref) ** 2 * weight).mean()
+        if standardize and ref.numel() > 1:
+            err = err / (ref.var() + eps)
+        losses.append(err)
     return torch.stack(losses).mean()
 
 
@@ -66,6 +72,11 @@ class AnyWidth:
         ce, reg, recon, kd: the loss weights (see the module docstring).
         recon_decay_steps: steps over which the reconstruction weight falls linearly to 0
             (0: constant).
+        standardize_recon: take the reconstruction error of each tensor relative to the
+            reference tensor's variance (see :func:`weighted_reconstruction`).
+        recon_every_step: add the reconstruction term at every step (the reference width's
+            weights made besides the sampled width's), not only when the reference width is
+            sampled (NeuMeta: only then).
         kd_temperature: the distillation temperature ``T``.
         generator: the random generator of the width sampling (for exact resumption).
 
@@ -80,6 +91,7 @@ class AnyWidth:
                  reference: nn.Module, *, reference_width: int | None = None, permute: bool = True,
                  groups: list[Group] | None = None, ce: float = 1.0, reg: float = 1e-4, recon: float = 1.0,
                  kd: float = 0.0, recon_decay_steps: int = 0, kd_temperature: float = 1.0,
+                 standardize_recon: bool = False, recon_every_step: bool = False,
                  generator: torch.Generator | None = None) -> None:
         from hyperdnn.hyperdnn import HyperDNN
 
@@ -101,6 +113,7 @@ class AnyWidth:
         self.reference_weights = {n: p.detach() for n, p in self.reference.named_parameters()}
         self.weights = {"ce": ce, "reg": reg, "recon": recon, "kd": kd}
         self.recon_decay_steps, self.kd_temperature = recon_decay_steps, kd_temperature
+        self.standardize_recon, self.recon_every_step = standardize_recon, recon_every_step
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.steps = 0
         self._targets: dict[int, nn.Module] = {}
@@ -133,8 +146,10 @@ class AnyWidth:
             parts["reg"] = torch.stack([t.norm() for t in theta.values()]).sum()
             total = total + w["reg"] * parts["reg"]
         recon_w = self.recon_weight()
-        if recon_w and width == self.reference_width:
-            parts["recon"] = weighted_reconstruction(theta, self.reference_weights)
+        if recon_w and (width == self.reference_width or self.recon_every_step):
+            ref_theta = theta if width == self.reference_width else \
+                self.model.weights(target=self.target(self.reference_width), **conditions)
+            parts["recon"] = weighted_reconstruction(ref_theta, self.reference_weights, standardize=self.standardize_recon)
             total = total + recon_w * parts["recon"]
         if w["kd"]:
             t = self.kd_temperature
