@@ -42,10 +42,9 @@ hypernetwork's size does not grow with the target's depth and a target of
 another depth has coordinates too; the noise moves only the two index
 coordinates (NeuMeta adds it to all six, layer index included); the default
 scale is ``1 / sqrt(fan_in)`` with the head initialised so the weights start at
-PyTorch's init scale (with NeuMeta's ``1 / n_in`` and PyTorch's default init of
-the head, the any-width-mnist LeNet's cross-entropy stayed at ln 10 = 2.30 for
-800 steps in every variant: the initial weights were too small for any signal
-to pass; NeuMeta starts from a reconstruction of the reference).
+PyTorch's init scale at every width (NeuMeta's ``1 / n_in`` with PyTorch's
+default head init starts them far smaller; neither made the any-width-mnist
+hypernetwork learn within a few hundred steps, see docs/methods/any_width.md).
 
 Paper: Yang & Wang, "Neural Metamorphosis", ECCV 2024 (arXiv:2410.11878).
 """
