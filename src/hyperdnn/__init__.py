@@ -4,7 +4,7 @@ A hypernetwork H maps a condition c to the weights theta of a target network F;
 the pair is a HyperDNN, ``y = F(x; H(c; phi))``. Each of the five design axes is
 a swappable part: inputs (``TaskEmbedding``, ``External``, ``DataEncoder``,
 ``Noise``, ``Concat``), outputs (``GenerateOnce``, ``MultiHead``,
-``ComponentWise``, ``ChunkWise``, ``LowRank``, ``Additive``), bodies (``MLP``,
+``ComponentWise``, ``ChunkWise``, ``LowRank``, ``Additive``, ``Implicit``), bodies (``MLP``,
 ``RNN``, ``Attention``), static or per-sample inputs (the shape of the
 condition) and the target's selected parameters.
 
@@ -30,7 +30,7 @@ from .factored import Factored
 from .hyperdnn import HyperDNN, require_finite
 from .hypernetwork import HyperNetwork
 from .layers import HyperLSTM, HyperLSTMCell, LayerNormLSTM, conv_kernels, hyper_conv
-from .outputs import Additive, ChunkWise, ComponentWise, GenerateOnce, LowRank, MultiHead
+from .outputs import Additive, ChunkWise, ComponentWise, GenerateOnce, Implicit, LowRank, MultiHead
 from .summary import Summary
 
 import importlib as _importlib
@@ -70,6 +70,7 @@ __all__ = [
     "HyperLSTM",
     "HyperLSTMCell",
     "HyperNetwork",
+    "Implicit",
     "LayerNormLSTM",
     "load",
     "LowRank",

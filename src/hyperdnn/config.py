@@ -337,6 +337,9 @@ class OutputConfig(Config, axis="outputs"):
     examples: ClassVar[str] = ("hd.GenerateOnce(), hd.MultiHead(), hd.ComponentWise(tile=(16, 16)), "
                                "hd.ChunkWise(chunk_size=4096), hd.LowRank(rank=4) or hd.Additive(inner=...)")
     module_hint: ClassVar[str] = "an output strategy is made from its config; a custom one needs a hd.config.OutputConfig subclass"
+    #: True for a strategy that makes weights for any target of a family (call-time targets,
+    #: ``hd.Implicit``): its tensors do not depend on the target's widths.
+    any_target: ClassVar[bool] = False
 
     def build(self, spec: Any, cond_dim: int, body: BodyConfig, initial: dict[str, Any]) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must define build(spec, cond_dim, body, initial)")

@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_map
 
 from .batched import call_batched, repeat_groups
 from .conditioning import Condition
+from .dynamic_target import DynamicTargets, TargetView, module_kinds, pop_target
 from .errors import ConfigError, HDTypeError, NonFiniteWeightsError, ShapeError
 from .hypernetwork import HyperNetwork
 from .factored import Factored, densify
@@ -73,6 +74,8 @@ class HyperDNN(nn.Module):
         ``model(x, task=ids)`` with ``ids`` of shape ``(B,)`` (or ``DataEncoder``) makes one
         weight set per sample; ``model(x, samples=k)`` (``Noise``) returns ``(k, B, ...)``.
         Keywords that are not the inputs' keywords are passed to the target.
+        ``model(x, target=module)`` runs ``module`` (another width of the trained family)
+        with weights made for it (dynamic outputs; see :mod:`hyperdnn.dynamic_target`).
 
     Example:
         >>> model = HyperDNN(nn.Linear(4, 2), inputs=TaskEmbedding(3, 8), outputs=ChunkWise(4, 8))
@@ -114,6 +117,7 @@ class HyperDNN(nn.Module):
         self.frozen = [n for n, p in self.target.named_parameters() if not p.requires_grad]
         self._slots = WeightSlots(self.target, spec.names)
         self._target_keywords = _keywords_of(self.target)
+        self._dynamic = DynamicTargets(self.hypernetwork.outputs, generate, module_kinds(self.target, spec.names))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "target" and "target" in self._modules:
@@ -135,7 +139,8 @@ class HyperDNN(nn.Module):
         """
         return self.hypernetwork.condition(x, **conditions)
 
-    def weights(self, x: Any = None, *, dense: bool = True, **conditions: Any) -> dict[str, Any]:
+    def weights(self, x: Any = None, *, dense: bool = True, target: nn.Module | None = None,
+                **conditions: Any) -> dict[str, Any]:
         """Generated weights ``{name: tensor}`` for a condition, with the target's exact shapes
         (plus a leading batch dimension for per-sample or ensemble conditions). Differentiable.
 
@@ -144,13 +149,16 @@ class HyperDNN(nn.Module):
             dense: ``True`` (default) forms every tensor; ``False`` returns low-rank
                 weights as ``hd.Factored`` values (``base + scale * A B^T``), as the
                 output strategy made them.
+            target: a module of the trained family whose weights to make instead of the
+                construction target's (dynamic outputs; needs ``outputs=hd.Implicit(...)``).
             **conditions: the inputs' keywords, e.g. ``task=3``.
         """
-        theta = self._generate(self.condition(x, **conditions).z)
+        entry = None if target is None else self._dynamic.resolve(target, self.target)
+        theta = self._generate(self.condition(x, **conditions).z, entry)
         return densify(theta) if dense else theta
 
-    def _generate(self, z: Tensor) -> dict[str, Any]:
-        theta = self.hypernetwork(z)
+    def _generate(self, z: Tensor, entry: Any = None) -> dict[str, Any]:
+        theta = self.hypernetwork(z) if entry is None else self._dynamic.generate(z, entry)
         if self.check_finite:
             require_finite(theta)
         return theta
@@ -160,21 +168,27 @@ class HyperDNN(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         keywords = self.hypernetwork.inputs.keywords
         conditions = {k: kwargs.pop(k) for k in keywords if k in kwargs}
+        dynamic = pop_target(kwargs)  # a call-time target (dynamic outputs)
+        entry = None if dynamic is None else self._dynamic.resolve(dynamic, self.target)
+        slots = self._slots if entry is None else entry.slots
         if kwargs:
             self._check_target_keywords(kwargs)
         x = args[0] if args else None
         cond = self.hypernetwork.condition(x, **conditions)
-        theta = self._generate(cond.z)
+        theta = self._generate(cond.z, entry)
         if cond.mode == "static":
-            return self._slots.run(densify(theta), args, kwargs)
+            return slots.run(densify(theta), args, kwargs)
         if cond.mode == "per_sample":
             groups = cond.z.shape[0]
             self._check_batch(args, groups)
-            return call_batched(self._slots, theta, groups, args, kwargs, self.batch_dim, rows=groups)
-        return self._ensemble(theta, cond.z.shape[0], args, kwargs)
+            return call_batched(slots, theta, groups, args, kwargs, self.batch_dim, rows=groups)
+        return self._ensemble(theta, cond.z.shape[0], args, kwargs, slots)
 
     def run_target(self, x: Any, weights: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         """Runs the target on ``(x, *args, **kwargs)`` with the given generated weights.
+
+        A keyword ``target=module`` (an ``nn.Module``) runs that call-time target instead,
+        with weights from ``weights(target=module)``.
 
         Args:
             weights: ``{name: tensor}`` for every generated parameter, each of the
@@ -182,10 +196,13 @@ class HyperDNN(nn.Module):
                 batch of ``x`` then holds ``G * n`` rows, group-major); ``hd.Factored``
                 values are accepted too (``model.weights(..., dense=False)``).
         """
-        groups = check_weights(self.spec, weights)
+        dynamic = pop_target(kwargs)
+        entry = None if dynamic is None else self._dynamic.resolve(dynamic, self.target)
+        slots = self._slots if entry is None else entry.slots
+        groups = check_weights(self.spec if entry is None else entry.spec, weights)
         all_args = (x, *args)
         if groups is None:
-            return self._slots.run(densify(weights), all_args, kwargs)
+            return slots.run(densify(weights), all_args, kwargs)
         rows = None
         if isinstance(x, Tensor):
             bd = self.batch_dim
@@ -195,7 +212,7 @@ class HyperDNN(nn.Module):
                     f"HyperDNN.run_target: x has {rows} rows along dim {bd}; expected a positive multiple of "
                     f"the {groups} weight sets"
                 )
-        return call_batched(self._slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
+        return call_batched(slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
 
     def _check_target_keywords(self, kwargs: dict[str, Any]) -> None:
         params, open_ended = self._target_keywords
@@ -223,7 +240,7 @@ class HyperDNN(nn.Module):
                     "a batched condition must give one row per sample"
                 )
 
-    def _ensemble(self, theta: dict[str, Any], k: int, args: tuple, kwargs: dict) -> Any:
+    def _ensemble(self, theta: dict[str, Any], k: int, args: tuple, kwargs: dict, slots: WeightSlots) -> Any:
         x = args[0] if args else None
         if not isinstance(x, Tensor):
             raise HDTypeError("HyperDNN: an ensemble call needs a tensor x as first argument")
@@ -237,7 +254,7 @@ class HyperDNN(nn.Module):
                 return repeat_groups(a, k, bd)
             return a
 
-        out = call_batched(self._slots, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd, rows=k * rows,
+        out = call_batched(slots, theta, k, tree_map(rep, args), tree_map(rep, kwargs), bd, rows=k * rows,
                            per_group_stats=True)
 
         def unrep(o):
@@ -249,10 +266,11 @@ class HyperDNN(nn.Module):
 
     # ------------------------------------------------------------ reporting
 
-    def summary(self) -> Summary:
+    def summary(self, target: nn.Module | None = None) -> Summary:
         """Parameter counts (generated / own / frozen, hypernetwork) and the size ratio
-        ``hypernetwork / generated`` (below 1: the hypernetwork is smaller than what it makes)."""
-        return summarize(self)
+        ``hypernetwork / generated`` (below 1: the hypernetwork is smaller than what it makes),
+        for the construction target or a call-time ``target`` of the trained family."""
+        return summarize(self if target is None else TargetView(self, self._dynamic.resolve(target, self.target)))
 
     def extra_repr(self) -> str:
         return f"generated={len(self.spec.params)} tensors ({self.spec.numel:,} numbers), batch_dim={self.batch_dim}"

@@ -1,5 +1,7 @@
 """Methods built on the core, one subpackage each (see docs/methods.md for the shape they share).
 
+- :mod:`hyperdnn.methods.any_width`: one implicit hypernetwork for networks of any width
+  (NeuMeta), :class:`AnyWidth`.
 - :mod:`hyperdnn.methods.continual`: continual learning with hypernetworks
   (von Oswald et al. 2020), :class:`ContinualLearning`.
 - :mod:`hyperdnn.methods.uncertainty`: a noise-conditioned hypernetwork as an implicit
@@ -9,6 +11,15 @@ Every public name of a method's subpackage is exported here too
 (``hyperdnn.methods.ContinualLearning``).
 """
 
+from hyperdnn.methods.any_width import (
+    AnyWidth,
+    chain_groups,
+    keep_first_channels,
+    shortest_path_order,
+    smooth_permutation,
+    total_variation,
+    weighted_reconstruction,
+)
 from hyperdnn.methods.continual import (
     CL3Scores,
     ContinualLearning,
@@ -58,6 +69,7 @@ from hyperdnn.methods.uncertainty import (
 )
 
 __all__ = [
+    "AnyWidth",
     "CL3Scores",
     "CPU_ROWS_PER_CALL",
     "Categorical",
@@ -80,6 +92,7 @@ __all__ = [
     "average_final",
     "brier_score",
     "calibration_error",
+    "chain_groups",
     "choose_regularized_tasks",
     "cl3_predict",
     "entropy",
@@ -87,6 +100,7 @@ __all__ = [
     "flat_weights",
     "forgetting",
     "infer_task",
+    "keep_first_channels",
     "kernel_entropy",
     "member_probs",
     "members_per_call",
@@ -98,7 +112,11 @@ __all__ = [
     "predictive_entropy",
     "reliability",
     "score",
+    "shortest_path_order",
+    "smooth_permutation",
     "stein_direction",
     "store_targets",
+    "total_variation",
+    "weighted_reconstruction",
     "xavier_init_",
 ]

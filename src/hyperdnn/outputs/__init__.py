@@ -8,6 +8,7 @@
 | ChunkWise | chunk_wise.py | chunks from per-chunk embeddings (von Oswald et al.) |
 | LowRank | low_rank.py | ``A @ B^T`` factors per weight matrix |
 | Additive | additive.py | ``theta0 + scale * delta`` (MIP, Ortiz et al.) |
+| Implicit | implicit.py | each weight row from its coordinates, any width (NeuMeta) |
 
 A strategy's config derives from :class:`hyperdnn.config.OutputConfig`; defining
 the class registers it (``to_dict``/``from_dict`` and checkpoints need nothing
@@ -23,8 +24,9 @@ from .base import OutputModule
 from .chunk_wise import ChunkWise
 from .component_wise import ComponentWise
 from .generate_once import GenerateOnce
+from .implicit import Implicit
 from .low_rank import LowRank
 from .multi_head import MultiHead
 
-__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "LowRank", "MultiHead", "OutputConfig",
-           "OutputModule"]
+__all__ = ["Additive", "ChunkWise", "ComponentWise", "Factored", "GenerateOnce", "Implicit", "LowRank", "MultiHead",
+           "OutputConfig", "OutputModule"]
