@@ -59,3 +59,33 @@ def test_checkpoint_round_trip_from_cuda(tmp_path) -> None:
     loaded = hd.load(tmp_path, target=cnn(), map_location="cuda").eval()
     x = torch.randn(2, 2, 6, 6, device="cuda")
     assert torch.equal(model(x, task=1), loaded(x, task=1))
+
+
+def test_factored_per_sample_lora_on_cuda_matches_cpu() -> None:
+    """Linear, Conv and Embedding consume Factored weights in parts on the GPU as on the CPU."""
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(11, 8)
+            self.conv = nn.Conv1d(8, 12, 3, padding=1)
+            self.fc = nn.Linear(12, 5)
+
+        def forward(self, idx):
+            return self.fc(torch.relu(self.conv(self.emb(idx).transpose(1, 2))).mean(-1))
+
+    torch.manual_seed(0)
+    model = hd.HyperDNN(Mixed(), inputs=hd.External(3), outputs=hd.Additive(hd.LowRank(rank=2), scale=0.5, zero_init=False),
+                        generate=("emb.weight", "conv.weight", "fc.weight"))
+    idx, c = torch.randint(0, 11, (6, 7)), torch.randn(6, 3)
+    y_cpu = model(idx, condition=c)
+    y_cpu.square().sum().backward()
+    g_cpu = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.cuda()
+    y = model(idx.cuda(), condition=c.cuda())
+    y.square().sum().backward()
+    torch.testing.assert_close(y.cpu(), y_cpu, atol=1e-4, rtol=1e-4)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad.cpu(), g_cpu[n], atol=1e-4, rtol=1e-3, msg=n)
