@@ -39,14 +39,15 @@ def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None) -
 
     With a shared base and per-group factors (a LoRA per sample) the whole layer is
     three kernels: one ``addmm`` for ``x W0^T + b`` over all rows, one ``bmm`` for
-    ``x B`` and one ``baddbmm`` adding ``s (x B) A^T`` into it, so no separate
+    ``x B`` and one in-place ``baddbmm_`` adding ``s (x B) A^T`` into it, so no separate
     scaling or addition passes over the ``(G, n*, out)`` output.
     """
     low = torch.matmul(xg, weight.b)  # (G, n*, r)
     a_t = weight.a.transpose(-1, -2)  # (G, r, out) or (r, out)
     if weight.base is not None and not weight.base_batched and a_t.dim() == 3 and low.dim() == 3:
         base_out = F.linear(xg, weight.base, shared_bias)  # (G, n*, out), bias fused
-        return torch.baddbmm(base_out, low, a_t, alpha=weight.scale), shared_bias is not None
+        # In place: addmm's backward does not read its output, and a fresh copy would be one more pass.
+        return base_out.baddbmm_(low, a_t, alpha=weight.scale), shared_bias is not None
     y = torch.matmul(low, a_t)  # (G, n*, out)
     if weight.scale != 1.0:
         y = weight.scale * y
