@@ -330,3 +330,25 @@ def test_training_by_the_task_loss_moves_toward_the_target() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_checkpoint_round_trip_without_storing_the_adapted_weights(tmp_path) -> None:
+    base = tiny_bert()
+    model = lora_model(base, QKVD, inputs=hd.TaskEmbedding(3, 8))
+    randomize(model)
+    hd.save(model, tmp_path / "ckpt")
+    from safetensors import safe_open
+
+    keys = []
+    for f in (tmp_path / "ckpt").glob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            keys += list(fh.keys())
+    # the adapted W0 come from the base model at load, not from the file (hd.save does store the
+    # base's other, frozen tensors today: they are the target's own parameters)
+    assert keys and not [k for k in keys if "base_" in k or k.endswith("attention.self.query.weight")]
+    loaded = hd.load(tmp_path / "ckpt", target=base)
+    ids, mask = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, task=torch.tensor([2, 0, 1, 1]), attention_mask=mask).last_hidden_state,
+                                   model(ids, task=torch.tensor([2, 0, 1, 1]), attention_mask=mask).last_hidden_state,
+                                   rtol=0, atol=0)

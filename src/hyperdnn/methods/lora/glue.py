@@ -37,7 +37,8 @@ def glue_task(name: str, *, source: str | Path | None = None, max_train: int | N
     Args:
         name: a GLUE task (``"sst2"``, ``"mrpc"``, ...; ``stsb`` is regression and refused).
         source: None (the hub's ``nyu-mll/glue``) or a local directory from ``save_to_disk``.
-        max_train, max_test: keep the first examples only.
+        max_train: keep the first training examples only (None: all).
+        max_test: keep the first test examples only (None: all).
         sep: joins the two sentences of a pair task into one text.
     """
     if name not in GLUE_TASKS:

@@ -57,8 +57,10 @@ class TextTask:
         name: short id (``"testament"``, ``"book-gospels"``).
         description: one sentence saying what the task is (the Text-to-LoRA condition).
         classes: the label names; label ``i`` is ``classes[i]``.
-        train_texts, train_labels: the training examples.
-        test_texts, test_labels: the held-out examples.
+        train_texts: the training examples.
+        train_labels: their labels.
+        test_texts: the held-out examples.
+        test_labels: their labels.
     """
 
     name: str

@@ -38,7 +38,8 @@ def lora_model(
             :class:`SentenceEncoder` embeddings of task descriptions (Text-to-LoRA), a
             ``hd.DataEncoder`` (one adapter per sample), or None.
         body: the shared body over ``[z, layer, kind]`` tokens (default ``MLP(hidden=(64,))``).
-        layer_dim, kind_dim: widths of the layer and module-kind embeddings.
+        layer_dim: width of the learned layer-index embedding.
+        kind_dim: width of the learned module-kind embedding.
         decomposed: Polyhistor's template factor (1: plain heads), see :class:`LoRAOutput`.
         zero_init: start exactly at the pretrained model (``B = 0``).
 

