@@ -100,7 +100,7 @@ class HyperLoRA:
         loss = total / count
         return loss, LoRAStep(loss.detach(), len(adapter.factors))
 
-    def peft_model(self, **conditions: Any):
+    def peft_model(self, **conditions: Any) -> Any:
         """A ``peft.PeftModel`` on a copy of the base holding the adapter for ``conditions``."""
         return peft_model_from(self.model, self.base, self.targets, **conditions)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +45,7 @@ class PeftAdapter:
         return self.targets.scale * (b @ a)
 
 
-def generated_factors(model: HyperDNN, **conditions) -> dict[str, tuple[Tensor, Tensor]]:
+def generated_factors(model: HyperDNN, **conditions: Any) -> dict[str, tuple[Tensor, Tensor]]:
     """``{module: (A, B)}`` the model generates for one condition (PEFT layout, differentiable)."""
     theta = model.weights(dense=False, **conditions)
     out = {}
@@ -60,7 +61,7 @@ def generated_factors(model: HyperDNN, **conditions) -> dict[str, tuple[Tensor, 
     return out
 
 
-def peft_model_from(model: HyperDNN, base: nn.Module, targets: LoraTargets, **conditions):
+def peft_model_from(model: HyperDNN, base: nn.Module, targets: LoraTargets, **conditions: Any) -> Any:
     """A ``peft.PeftModel`` on a copy of ``base`` holding the adapter generated for ``conditions``.
 
     The copy also takes the HyperDNN's trained ``modules_to_save`` (e.g. a classifier head).
@@ -92,7 +93,7 @@ def peft_model_from(model: HyperDNN, base: nn.Module, targets: LoraTargets, **co
 
 
 def save_peft_adapter(model: HyperDNN, base: nn.Module, targets: LoraTargets, path: str | Path,
-                      *, merged: bool = False, **conditions) -> Path | nn.Module:
+                      *, merged: bool = False, **conditions: Any) -> Path | tuple[Path, nn.Module]:
     """Saves the adapter generated for ``conditions`` as a PEFT LoRA directory.
 
     Args:
@@ -114,7 +115,7 @@ def save_peft_adapter(model: HyperDNN, base: nn.Module, targets: LoraTargets, pa
     return path
 
 
-def merged_model(model: HyperDNN, base: nn.Module, targets: LoraTargets, **conditions) -> nn.Module:
+def merged_model(model: HyperDNN, base: nn.Module, targets: LoraTargets, **conditions: Any) -> nn.Module:
     """A plain copy of ``base`` with the adapter for ``conditions`` merged into its weights (PEFT's merge)."""
     return peft_model_from(model, base, targets, **conditions).merge_and_unload()
 
