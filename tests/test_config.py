@@ -42,6 +42,7 @@ EXAMPLES = [
     hd.ChunkWise(chunk_size=100, chunk_dim=9, chunk_init_std=0.5),
     hd.LowRank(rank=3, embedding_dim=2, on_small="full"),
     hd.Additive(inner=hd.LowRank(rank=2), scale=0.5, zero_init=False, learn_theta0=False),
+    hd.methods.LoRAOutput(rank=4, alpha=8.0, layer_dim=3, kind_dim=5, decomposed=2, zero_init=False),
 ]
 AXIS = {InputConfig: "inputs", BodyConfig: "body", OutputConfig: "outputs"}
 

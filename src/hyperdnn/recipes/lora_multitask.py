@@ -46,12 +46,14 @@ class Config:
     alpha: float = 8.0
     target_modules: tuple[str, ...] = ("query", "value")
     task_dim: int = 16
+    decomposed: int = 1  # Polyhistor's template factor for the hypernetwork's heads (1: plain heads)
     hidden: int = 64
     lr: float = 1e-3
     head_lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        for n in ("per_class", "test_per_class", "steps_per_task", "batch_size", "max_length", "rank", "task_dim", "hidden"):
+        for n in ("per_class", "test_per_class", "steps_per_task", "batch_size", "max_length", "rank", "task_dim", "hidden",
+                  "decomposed"):
             v = getattr(self, n)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"lora-multitask: {n} must be a positive int (got {v!r})")
@@ -92,7 +94,7 @@ class _Runner:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def accuracy(self, forward, heads: nn.ModuleList, t: int) -> float:
@@ -145,7 +147,7 @@ def run_recipe(cfg: Config, run_dir: str | Path, data_dir: str | Path | None = N
         if method == "hyper":
             torch.manual_seed(0)
             model = lora_model(base, targets, inputs=hd.TaskEmbedding(num_tasks=len(tasks), dim=cfg.task_dim),
-                               body=hd.MLP(hidden=(cfg.hidden,)))
+                               body=hd.MLP(hidden=(cfg.hidden,)), decomposed=cfg.decomposed)
 
             def fwd(t, enc, model=model):
                 return _pool(model(enc["input_ids"], task=t, attention_mask=enc["attention_mask"]).last_hidden_state,

@@ -50,7 +50,7 @@ def _site_of(name: str) -> tuple[int, str]:
 
 
 @dataclass
-class LoRAOutput(OutputConfig, name="lora"):
+class LoRAOutput(OutputConfig):
     """Generated LoRA factors for every selected ``(out, in)`` weight, by a layer- and kind-conditioned
     shared hypernetwork; each weight is ``W0 + (alpha / rank) B A``.
 
