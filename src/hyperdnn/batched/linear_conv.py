@@ -24,16 +24,36 @@ def linear(mod: nn.Linear, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
     bias, bias_b = get(mod, w, "bias")
     xg, moved = groups_first(x, groups, batch_dim)  # (G, n*, in)
     if isinstance(weight, Factored):
-        y = torch.matmul(torch.matmul(xg, weight.b), weight.a.transpose(-1, -2))  # (G, n*, out)
-        if weight.scale != 1.0:
-            y = weight.scale * y
-        if weight.base is not None:
-            y = _dense_linear(weight.base, xg) + y
+        y, bias_done = _factored_linear(weight, xg, None if bias_b else bias)
+        if bias_done:
+            bias = None
     else:
         y = _dense_linear(weight, xg)
     if bias is not None:
         y = y + (bias.unsqueeze(1) if bias_b else bias)
     return groups_back(y, moved, y.shape[-1], batch_dim)
+
+
+def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None) -> tuple[Tensor, bool]:
+    """``xg W0^T (+ b) + s (xg B) A^T`` for ``xg (G, n*, in)``; returns ``(y (G, n*, out), bias_added)``.
+
+    With a shared base and per-group factors (a LoRA per sample) the whole layer is
+    three kernels: one ``addmm`` for ``x W0^T + b`` over all rows, one ``bmm`` for
+    ``x B`` and one in-place ``baddbmm_`` adding ``s (x B) A^T`` into it, so no separate
+    scaling or addition passes over the ``(G, n*, out)`` output.
+    """
+    low = torch.matmul(xg, weight.b)  # (G, n*, r)
+    a_t = weight.a.transpose(-1, -2)  # (G, r, out) or (r, out)
+    if weight.base is not None and not weight.base_batched and a_t.dim() == 3 and low.dim() == 3:
+        base_out = F.linear(xg, weight.base, shared_bias)  # (G, n*, out), bias fused
+        # In place: addmm's backward does not read its output, and a fresh copy would be one more pass.
+        return base_out.baddbmm_(low, a_t, alpha=weight.scale), shared_bias is not None
+    y = torch.matmul(low, a_t)  # (G, n*, out)
+    if weight.scale != 1.0:
+        y = weight.scale * y
+    if weight.base is not None:
+        y = _dense_linear(weight.base, xg) + y
+    return y, False
 
 
 def _dense_linear(weight: Tensor, xg: Tensor) -> Tensor:
