@@ -2,6 +2,9 @@
 
 - :mod:`hyperdnn.methods.continual`: continual learning with hypernetworks
   (von Oswald et al. 2020), :class:`ContinualLearning`.
+- :mod:`hyperdnn.methods.pareto`: Pareto-front learning, PHN (Navon et al. 2021),
+  :class:`ParetoHyperNetwork`, and PSL / SVH-PSL (Lin et al. 2022, Nguyen et al. 2025),
+  :class:`ParetoSetLearning`.
 
 Every public name of a method's subpackage is exported here too
 (``hyperdnn.methods.ContinualLearning``).
@@ -26,21 +29,68 @@ from hyperdnn.methods.continual import (
     xavier_init_,
 )
 
+from hyperdnn.methods.pareto import (
+    EPOSolution,
+    GPSurrogate,
+    PSLHistory,
+    ParetoHyperNetwork,
+    ParetoResults,
+    ParetoSetLearning,
+    ParetoStep,
+    Preference,
+    PreferenceInput,
+    check_simplex,
+    circle_rays,
+    epo_loss,
+    epo_weights,
+    evaluate_front,
+    hypervolume,
+    linear_scalarization,
+    log_hypervolume_difference,
+    pareto_set_model,
+    rbf_bandwidth,
+    sample_dirichlet,
+    svgd_direction,
+    tchebycheff,
+)
+
 __all__ = [
     "CL3Scores",
     "ContinualLearning",
     "ContinualResults",
     "ContinualStep",
+    "EPOSolution",
+    "GPSurrogate",
+    "PSLHistory",
+    "ParetoHyperNetwork",
+    "ParetoResults",
+    "ParetoSetLearning",
+    "ParetoStep",
+    "Preference",
+    "PreferenceInput",
     "adam_lookahead",
     "average_final",
+    "check_simplex",
     "choose_regularized_tasks",
+    "circle_rays",
     "cl3_predict",
+    "epo_loss",
+    "epo_weights",
+    "evaluate_front",
     "flat_weights",
     "forgetting",
+    "hypervolume",
     "infer_task",
+    "linear_scalarization",
+    "log_hypervolume_difference",
     "output_regularizer",
+    "pareto_set_model",
     "predictive_entropy",
+    "rbf_bandwidth",
+    "sample_dirichlet",
     "score",
     "store_targets",
+    "svgd_direction",
+    "tchebycheff",
     "xavier_init_",
 ]
