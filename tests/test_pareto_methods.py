@@ -146,3 +146,29 @@ def test_psl_loop_spends_the_budget_and_keeps_the_start(svgd):
         assert np.array_equal(P.ParetoSetLearning(problem, 3, 2, **kw).run().x, hist.x)
     with pytest.raises(hd.ConfigError, match="steps"):
         P.ParetoSetLearning(problem, 3, 2, steps=0)
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SHARED = __import__("pathlib").Path(__import__("os").environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data").resolve()
+MNIST_DIR = next((d for d in (SHARED, SHARED / "mnist") if (d / "t10k-images-idx3-ubyte.gz").exists()), None)
+
+
+@pytest.mark.slow  # builds the 140,000-image data set and writes its 180 MB cache
+@pytest.mark.skipif(MNIST_DIR is None, reason="shared MNIST files not present")
+def test_the_documented_phn_loop_runs_as_written(tmp_path, monkeypatch, capsys):
+    text = (REPO / "docs" / "methods" / "pareto.md").read_text()
+    block = text.split("## PHN in your own loop", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    # MNIST linked into a fresh data directory, so the Multi-MNIST cache is written there
+    (tmp_path / "mnist").mkdir()
+    for f in MNIST_DIR.iterdir():
+        if f.name.startswith(("train-", "t10k-")):
+            (tmp_path / "mnist" / f.name).symlink_to(f)
+    monkeypatch.setenv("HYPERDNN_DATA", str(tmp_path))
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(compile(block, "docs/methods/pareto.md", "exec"), scope)
+    front = scope["front"]
+    assert front.losses.shape == (25, 2) and np.isfinite(front.losses).all()
+    assert front.hypervolume == pytest.approx(P.hypervolume(front.losses, (2, 2)))
+    assert (tmp_path / "multi_mnist" / "multi_mnist-seed0-copies2.npz").is_file()
+    assert str(front.hypervolume) in capsys.readouterr().out

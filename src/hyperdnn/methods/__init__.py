@@ -32,6 +32,7 @@ from hyperdnn.methods.continual import (
 from hyperdnn.methods.pareto import (
     EPOSolution,
     GPSurrogate,
+    MultiLeNet,
     PSLHistory,
     ParetoHyperNetwork,
     ParetoResults,
@@ -61,6 +62,7 @@ __all__ = [
     "ContinualStep",
     "EPOSolution",
     "GPSurrogate",
+    "MultiLeNet",
     "PSLHistory",
     "ParetoHyperNetwork",
     "ParetoResults",

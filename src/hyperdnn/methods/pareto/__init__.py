@@ -12,6 +12,7 @@ from the optional ``pareto`` extra (``pip install hyperdnn[pareto]``), imported 
 from hyperdnn.methods.pareto.epo import EPOSolution, epo_loss, epo_weights
 from hyperdnn.methods.pareto.evaluation import ParetoResults, evaluate_front
 from hyperdnn.methods.pareto.hypervolume import hypervolume
+from hyperdnn.methods.pareto.multi_lenet import MultiLeNet
 from hyperdnn.methods.pareto.phn import ParetoHyperNetwork, ParetoStep
 from hyperdnn.methods.pareto.preference_input import Preference, PreferenceInput
 from hyperdnn.methods.pareto.preferences import check_simplex, circle_rays, sample_dirichlet
@@ -23,6 +24,7 @@ from hyperdnn.methods.pareto.svgd import rbf_bandwidth, svgd_direction
 __all__ = [
     "EPOSolution",
     "GPSurrogate",
+    "MultiLeNet",
     "PSLHistory",
     "ParetoHyperNetwork",
     "ParetoResults",
