@@ -139,6 +139,30 @@ def test_svgd_repels_particles_without_a_drive():
     assert phi[0, 0] < 0 < phi[1, 0]
 
 
+def test_stein_loss_gradient_equals_the_hand_written_two_particle_update():
+    # particles v = (0, 1), losses v_j^2, kernel exp(-(v_i - v_j)^2) (h = 1), repulsion alpha:
+    # d/dv_j = 1/2 [ (sum_i K_ij) 2 v_j + alpha d/dv_j sum_ij K_ij ], d/dv_1 sum K = 2 K_12 (-2)(v_1 - v_2)
+    alpha, e = 0.3, math.exp(-1.0)
+    v = torch.tensor([0.0, 1.0], requires_grad=True)
+    K = torch.exp(-(v[:, None] - v[None, :]) ** 2)
+    P.stein_loss(v**2, K, alpha).backward()
+    want = [0.5 * (alpha * 2 * e * (-2) * (0 - 1)), 0.5 * ((1 + e) * 2 * 1 + alpha * 2 * e * (-2) * (1 - 0))]
+    assert v.grad.tolist() == pytest.approx(want)
+
+
+def test_local_kernel_is_svh_psls_per_objective_kernel():
+    values = torch.tensor([[0.0, 1.0], [0.5, 0.2], [2.0, 0.0]], dtype=torch.float64)
+    active = torch.tensor([1, 0, 1])
+    got = P.local_kernel(values, active, c=1.0)
+    v = values.numpy()
+    h = []
+    for k in range(2):
+        d2 = (v[:, None, k] - v[None, :, k]) ** 2
+        h.append(np.median(d2) ** 2 / math.log(3))
+    want = np.array([[math.exp(-((v[i, active[i]] - v[j, active[i]]) ** 2) / h[active[i]]) for j in range(3)] for i in range(3)])
+    assert np.allclose(got.numpy(), want)
+
+
 # ---------------------------------------------------------------- the preference input
 
 

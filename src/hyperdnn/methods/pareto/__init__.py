@@ -19,7 +19,7 @@ from hyperdnn.methods.pareto.preferences import check_simplex, circle_rays, samp
 from hyperdnn.methods.pareto.psl import PSLHistory, ParetoSetLearning, log_hypervolume_difference, pareto_set_model
 from hyperdnn.methods.pareto.scalarization import linear_scalarization, tchebycheff
 from hyperdnn.methods.pareto.surrogate import GPSurrogate
-from hyperdnn.methods.pareto.svgd import rbf_bandwidth, svgd_direction
+from hyperdnn.methods.pareto.svgd import local_kernel, rbf_bandwidth, stein_loss, svgd_direction
 
 __all__ = [
     "EPOSolution",
@@ -39,10 +39,12 @@ __all__ = [
     "evaluate_front",
     "hypervolume",
     "linear_scalarization",
+    "local_kernel",
     "log_hypervolume_difference",
     "pareto_set_model",
     "rbf_bandwidth",
     "sample_dirichlet",
+    "stein_loss",
     "svgd_direction",
     "tchebycheff",
 ]

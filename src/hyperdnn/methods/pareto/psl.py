@@ -8,10 +8,12 @@ iteration of the loop:
 1. fits one GP per objective to the evaluated points (:class:`GPSurrogate`);
 2. trains a fresh Pareto-set model for ``steps`` steps on the surrogates' lower
    confidence bound ``mean - lcb * std``, scalarised by Tchebycheff at ``particles``
-   preferences ``r ~ Dirichlet(1)``; with ``svgd=True`` (SVH-PSL) the decisions
-   ``x_i = h(r_i)`` are particles moved by Stein variational gradient descent (the
-   drive of each particle's loss plus the kernel's repulsion, chained into the
-   model's parameters); with ``svgd=False`` (PSL) by the plain gradient of the summed loss;
+   preferences ``r ~ Dirichlet(1)``; with ``svgd=True`` (SVH-PSL) the solutions of these
+   preferences are particles of Stein variational gradient descent: the update is each
+   particle's loss gradient weighted by its column of a kernel on the particles' predicted
+   objective values, plus the gradient of the kernel's total that pushes them apart
+   (:func:`stein_loss`, :func:`local_kernel`); with ``svgd=False`` (PSL) it is the gradient
+   of the summed loss;
 3. proposes ``candidates`` decisions from ``Dirichlet(1)`` preferences and picks
    ``batch`` of them greedily by the hypervolume their predicted values add to the
    evaluated non-dominated set, then evaluates them.
@@ -21,10 +23,10 @@ NeurIPS 2022 (PSL); Nguyen, Le, Tran, et al., "Improving Pareto Set Learning for
 Multi-objective Optimization via Stein Variational Hypernetworks", AAAI 2025 (SVH-PSL).
 Defaults are the SVH-PSL code's (``run_svh.py``): 20 initial points, 20 iterations of 5,
 1000 steps, 10 preferences a step, LCB coefficient 0.1, 1000 candidates, Adam lr 1e-3.
-Where this differs from that code: the kernel is the RBF on the decisions with the median
-bandwidth (the code uses a per-objective kernel on the predicted values and normalises the
-particles' gradients), and the model of the last step is used (the code keeps the step
-whose predicted front has the largest hypervolume).
+Where this differs from that code: the particles' parameter gradients are not normalised
+before the kernel weighting (the code normalises each parameter's gradients across the
+particles), the preferences are not shifted by 1e-4 off the simplex, and the model of the
+last step is used (the code keeps the step whose predicted front has the largest hypervolume).
 """
 
 from __future__ import annotations
@@ -44,9 +46,8 @@ from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.methods.pareto.hypervolume import hypervolume
 from hyperdnn.methods.pareto.preference_input import Preference
 from hyperdnn.methods.pareto.preferences import sample_dirichlet
-from hyperdnn.methods.pareto.scalarization import tchebycheff
 from hyperdnn.methods.pareto.surrogate import GPSurrogate
-from hyperdnn.methods.pareto.svgd import svgd_direction
+from hyperdnn.methods.pareto.svgd import local_kernel, stein_loss
 
 __all__ = ["PSLHistory", "ParetoSetLearning", "log_hypervolume_difference", "pareto_set_model"]
 
@@ -98,6 +99,8 @@ class ParetoSetLearning:
         steps: model-training steps per iteration. particles: preferences per step.
         lcb: the lower-confidence-bound coefficient. candidates: proposals per iteration.
         lr: Adam's learning rate. gp_steps: marginal-likelihood steps per GP fit.
+        repulsion: SVGD's repulsion weight (the code's ``alpha = 0.001``).
+        kernel_scale: the kernel bandwidth's scale (the code's ``c = 1``).
         seed: seeds numpy and torch generators used by the run.
     """
 
@@ -117,6 +120,8 @@ class ParetoSetLearning:
         candidates: int = 1000,
         lr: float = 1e-3,
         gp_steps: int = 100,
+        repulsion: float = 1e-3,
+        kernel_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         for name, value in (("dims", dims), ("objectives", objectives), ("initial", initial), ("iterations", iterations),
@@ -131,7 +136,7 @@ class ParetoSetLearning:
         self.problem, self.dims, self.objectives, self.svgd = problem, dims, objectives, svgd
         self.initial, self.iterations, self.batch, self.steps = initial, iterations, batch, steps
         self.particles, self.lcb, self.candidates, self.lr, self.gp_steps = particles, lcb, candidates, lr, gp_steps
-        self.seed = seed
+        self.repulsion, self.kernel_scale, self.seed = repulsion, kernel_scale, seed
 
     def _evaluate(self, x: np.ndarray) -> np.ndarray:
         y = np.asarray(self.problem(x), dtype=np.float64)
@@ -175,13 +180,12 @@ class ParetoSetLearning:
         for _ in range(self.steps):
             prefs = sample_dirichlet(self.particles, self.objectives, 1.0, rng=rng).double()
             x = torch.sigmoid(model.weights(preference=prefs)["x"])
-            losses = tchebycheff(gp.lower_confidence_bound(x, self.lcb), prefs, ideal)
+            values = gp.lower_confidence_bound(x, self.lcb)
+            weighted = (values - ideal.to(values)) * prefs
+            losses, active = weighted.max(dim=1)  # Tchebycheff, and the objective active in it
             opt.zero_grad()
             if self.svgd:
-                # Each particle's loss depends on its own decision only, so one grad gives all scores.
-                (grad,) = torch.autograd.grad(losses.sum(), x, retain_graph=True)
-                phi = svgd_direction(x, -grad)
-                x.backward(-phi)  # descend along -phi in decision space, chained into the parameters
+                stein_loss(losses, local_kernel(values, active, self.kernel_scale), self.repulsion).backward()
             else:
                 losses.sum().backward()
             opt.step()
