@@ -71,8 +71,13 @@ def _problem(name: str):
         from hyperdnn.methods.pareto import hypervolume
 
         prob = get_problem(name, n_var=DIMS[name])
-        front = prob.pareto_front(n_pareto_points=20000) if name != "zdt3" else prob.pareto_front(n_points=20000)
-        true_hv = hypervolume(front, REFERENCE[name])
+        r1, r2 = REFERENCE[name]
+        if name == "zdt1":  # front f2 = 1 - sqrt(f1): the area above it up to the reference, in closed form
+            true_hv = r1 * r2 - (r1 - 2 / 3 * r1**1.5)
+        elif name == "zdt2":  # front f2 = 1 - f1^2
+            true_hv = r1 * r2 - (r1 - r1**3 / 3)
+        else:  # ZDT3's front is disconnected: pymoo's points of it
+            true_hv = hypervolume(prob.pareto_front(n_points=20000), REFERENCE[name])
     return prob, true_hv
 
 
