@@ -35,11 +35,12 @@ def test_make_multi_mnist_places_both_digits_and_labels_them():
             assert lab[c * 50 + i].tolist() == [labels[i], labels[perm[i]]]
             want = np.zeros((36, 36), np.uint8)
             want[:28, :28] = left
-            want[8:, 8:] = np.maximum(want[8:, 8:], right)
+            want[6:34, 6:34] = np.maximum(want[6:34, 6:34], right)
             assert np.array_equal(canvas, want)
-            # both digits present: the first alone in the top rows, the second alone in the bottom rows
-            assert np.array_equal(canvas[:8, :28], left[:8]) and np.array_equal(canvas[28:, 8:], right[20:])
-            assert (canvas[:28, :28] >= left).all() and (canvas[8:, 8:] >= right).all()
+            # both digits present: the first alone in the top rows, the second alone in rows 28..33
+            assert np.array_equal(canvas[:6, :28], left[:6]) and np.array_equal(canvas[28:34, 6:34], right[22:])
+            assert (canvas[:28, :28] >= left).all() and (canvas[6:34, 6:34] >= right).all()
+            assert not canvas[34:].any() and not canvas[:, 34:].any()
 
 
 def test_make_multi_mnist_is_deterministic_in_its_seed():
@@ -66,11 +67,11 @@ def test_load_multi_mnist_from_mnist_is_cached_and_checked(tmp_path):
     assert data.train_images.shape == (60000, 36, 36) and data.test_images.shape == (10000, 36, 36)
     assert torch.equal(data.test_labels[:, 0], mnist.test_labels)  # copy 0: image i top-left
     assert sorted(data.test_labels[:, 1].tolist()) == sorted(mnist.test_labels.tolist())  # a permutation of the split
-    assert torch.equal(data.test_images[:, :8, :28], mnist.test_images[:, :8, :])
+    assert torch.equal(data.test_images[:, :6, :28], mnist.test_images[:, :6, :])
     cached = load_multi_mnist(SHARED, copies=1, seed=3, cache_dir=tmp_path)
     assert torch.equal(cached.train_images, data.train_images) and torch.equal(cached.test_labels, data.test_labels)
     # a damaged cache is rebuilt, not trusted
-    meta = tmp_path / "multi_mnist-seed3-copies1.json"
+    meta = tmp_path / "multi_mnist-shift6-seed3-copies1.json"
     info = json.loads(meta.read_text())
     info["sha256"] = "0" * 64
     meta.write_text(json.dumps(info))

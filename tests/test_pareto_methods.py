@@ -170,5 +170,5 @@ def test_the_documented_phn_loop_runs_as_written(tmp_path, monkeypatch, capsys):
     front = scope["front"]
     assert front.losses.shape == (25, 2) and np.isfinite(front.losses).all()
     assert front.hypervolume == pytest.approx(P.hypervolume(front.losses, (2, 2)))
-    assert (tmp_path / "multi_mnist" / "multi_mnist-seed0-copies2.npz").is_file()
+    assert (tmp_path / "multi_mnist" / "multi_mnist-shift6-seed0-copies2.npz").is_file()
     assert str(front.hypervolume) in capsys.readouterr().out

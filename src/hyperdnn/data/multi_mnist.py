@@ -1,16 +1,17 @@
 """Multi-MNIST: two MNIST digits on one 36x36 canvas, one label per digit.
 
 Each image places one digit in the top-left corner (rows and columns 0..27) and a
-second one shifted 8 pixels down and right (rows and columns 8..35); where they overlap
+second one shifted 6 pixels down and right (rows and columns 6..33); where they overlap
 a pixel is the brighter of the two (``max``). Task 1 is the top-left digit, task 2 the
-bottom-right one. This is the construction of Sener & Koltun (NeurIPS 2018) as used by
-Pareto MTL (Lin et al. 2019), whose 36x36 files PHN trains on (Navon et al., ICLR 2021):
-there, each split holds two pairings of its MNIST split (120,000 train, 20,000 test).
+bottom-right one. This is the construction of Sener & Koltun (NeurIPS 2018; their
+``multi_task/loaders/multi_mnist_loader.py``), kept at 36x36 (they then resize to 28x28):
+PHN trains on Pareto MTL's (Lin et al. 2019) 36x36 files, whose generating code is not
+public; there, each split holds two pairings of its MNIST split (120,000 train, 20,000 test).
 
 The pairings are drawn from a seed, so the data set is a function of (MNIST, seed,
 copies): the second digit of copy ``c`` of image ``i`` is image ``perm_c[i]`` of the same
 split, ``perm_c`` a permutation from ``numpy.random.default_rng(seed)``. The result is
-cached as ``multi_mnist-seed<S>-copies<C>.npz`` (plain arrays, no pickle) next to a JSON
+cached as ``multi_mnist-shift6-seed<S>-copies<C>.npz`` (plain arrays, no pickle) next to a JSON
 file holding the arrays' sha256 and the MNIST files' sizes; a cache that does not match
 is rebuilt, never trusted.
 """
@@ -34,7 +35,7 @@ from hyperdnn.errors import ConfigError, DataError
 __all__ = ["MultiMNIST", "load_multi_mnist", "make_multi_mnist"]
 
 CANVAS = 36
-SHIFT = 8  # the second digit's offset, rows and columns
+SHIFT = 6  # the second digit's offset, rows and columns (Sener & Koltun's)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def make_multi_mnist(images: np.ndarray, labels: np.ndarray, *, copies: int = 2,
         perm = rng.permutation(n)
         block = out[c * n : (c + 1) * n]
         block[:, :28, :28] = images
-        block[:, SHIFT:, SHIFT:] = np.maximum(block[:, SHIFT:, SHIFT:], images[perm])
+        block[:, SHIFT : SHIFT + 28, SHIFT : SHIFT + 28] = np.maximum(block[:, SHIFT : SHIFT + 28, SHIFT : SHIFT + 28], images[perm])
         out_labels[c * n : (c + 1) * n, 0] = labels
         out_labels[c * n : (c + 1) * n, 1] = labels[perm]
     return out, out_labels
@@ -110,7 +111,7 @@ def load_multi_mnist(data_dir: str | Path | None = None, *, copies: int = 2, see
     """
     mnist = load_mnist(data_dir)
     root = Path(cache_dir) if cache_dir is not None else data_root(data_dir)[0] / "multi_mnist"
-    stem = f"multi_mnist-seed{int(seed)}-copies{int(copies)}"
+    stem = f"multi_mnist-shift{SHIFT}-seed{int(seed)}-copies{int(copies)}"
     npz, meta = root / f"{stem}.npz", root / f"{stem}.json"
     # The cache depends on the MNIST files; their sizes name them well enough with their md5 checked by load_mnist.
     source = {name: int(p.stat().st_size) for name, p in sorted((q.name, q) for q in mnist.directory.iterdir()) if name.startswith(("train-", "t10k-"))}
@@ -147,7 +148,7 @@ def _write_cache(npz: Path, meta: Path, arrays: tuple[np.ndarray, ...], source: 
         npz.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=npz.parent, suffix=".npz")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dict(zip(_KEYS, arrays)))
+            np.savez(f, train_images=arrays[0], train_labels=arrays[1], test_images=arrays[2], test_labels=arrays[3])
         os.chmod(tmp, 0o644)
         os.replace(tmp, npz)
         meta.write_text(json.dumps({"sha256": _digest(*arrays), "source": source}))

@@ -133,7 +133,7 @@ def run(ctx: RunContext) -> dict:
             evals = list(range(cfg.initial, budget + 1, cfg.batch))
             curves["NSGA-II"].append([log_hypervolume_difference(y[:n], true_hv, ref) for n in evals])
         evals = list(range(cfg.initial, budget + 1, cfg.batch))
-        summary = {}
+        summary: dict[str, dict] = {}
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for label, cs in curves.items():
             arr = np.array(cs)
@@ -150,7 +150,7 @@ def run(ctx: RunContext) -> dict:
         ax.grid(alpha=0.3)
         ax.legend()
         ctx.save_figure(fig, f"psl_{name}")
-        best = min(summary, key=lambda k: summary[k]["final_log_hv_diff_mean"])
+        best = min(summary, key=lambda k: float(summary[k]["final_log_hv_diff_mean"]))
         results["problems"][name] = {"true_hv": true_hv, "reference": list(REFERENCE[name]), "best": best, "methods": summary}
     ctx.table(f"log10 HV difference after {budget} evaluations (lower is better)", ["problem", "method", "log10 HV diff", "seconds"], rows,
               note=f"{cfg.runs} run(s); {cfg.steps} model steps per iteration")

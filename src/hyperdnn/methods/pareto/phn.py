@@ -80,10 +80,13 @@ class ParetoHyperNetwork:
             raise ConfigError(f"ParetoHyperNetwork: solver must be 'ls' or 'epo' (got {solver!r})")
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
             raise ConfigError(f"ParetoHyperNetwork: alpha must be a number > 0 (got {alpha!r})")
-        self.model, self.optimizer, self.solver, self.alpha = model, optimizer, solver, float(alpha)
-        self.objectives = inputs.objectives
-        self.keyword = inputs.name
-        self.rng = np.random.default_rng(seed)
+        self.model: HyperDNN = model
+        self.optimizer: torch.optim.Optimizer = optimizer
+        self.solver: str = solver
+        self.alpha: float = float(alpha)
+        self.objectives: int = inputs.objectives
+        self.keyword: str = inputs.name
+        self.rng: np.random.Generator = np.random.default_rng(seed)
 
     def sample_preference(self) -> Tensor:
         """One training preference ``(m,)`` from ``Dirichlet(alpha)``, on the model's device."""

@@ -220,7 +220,6 @@ class ParetoSetLearning:
 
 def _non_dominated(y: np.ndarray) -> np.ndarray:
     """Indices of the rows of ``y`` that no other row dominates (minimisation)."""
-    n = y.shape[0]
     le = (y[:, None, :] <= y[None, :, :]).all(-1)
     lt = (y[:, None, :] < y[None, :, :]).any(-1)
     dominated = (le & lt).any(axis=0)  # row j dominated by some i
