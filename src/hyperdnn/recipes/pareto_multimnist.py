@@ -98,11 +98,6 @@ def _test(forward: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor, y: Tensor,
 
 @recipe("pareto-multimnist", "PHN-LS / PHN-EPO on Multi-MNIST vs separately trained LS / EPO models: hypervolume at (2, 2) (Navon et al. 2021)", Config)
 def run(ctx: RunContext) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from hyperdnn.bodies import MLP
     from hyperdnn.data.multi_mnist import load_multi_mnist
     from hyperdnn.hyperdnn import HyperDNN
@@ -200,40 +195,67 @@ def run(ctx: RunContext) -> dict:
     ctx.table("Multi-MNIST hypervolume at (2, 2) (higher is better)", ["method", "HV", "paper (COSMOS)", "models", "train seconds (wall)", "train seconds (median step x steps)"], rows,
               note=f"{cfg.epochs} epochs on {n} images, tested on {te_x.shape[0]}; {ctx.threads} thread(s)")
 
-    # ---------------------------------------------------------------- figures
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    draw_figures(results, cfg.epochs, n, ctx.save_figure)
+    return results
+
+
+def draw_figures(results: dict, epochs: int, images: int, save: Callable[[object, str], object]) -> None:
+    """The fronts in loss space (log axes, one scale for both) and the hypervolumes beside the reproduction's.
+
+    Args:
+        results: what :func:`run` returns (or ``results.json``'s ``"results"``).
+        epochs, images: for the title.
+        save: ``(figure, name) -> ...``, e.g. ``ctx.save_figure``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     colors = {"LS": "tab:blue", "EPO": "tab:red"}
-    for name, f in fronts.items():
-        c = colors[name.split("-")[1]]
-        hv = results["methods"][name]["hypervolume"]
-        ax.plot(f[:, 0], f[:, 1], "-o", color=c, markersize=3, label=f"{name} (HV {hv:.3f})")
-    for name, p in points.items():
-        c = colors[name.split(" ")[0]]
-        hv = results["methods"][name]["hypervolume"]
-        ax.scatter(p[:, 0], p[:, 1], marker="x", s=60, color=c, label=f"{name} separate models (HV {hv:.3f})")
-    every = np.vstack(list(fronts.values()) + list(points.values()))
-    lo, hi = float(every.min()) * 0.95, float(every.max()) * 1.05
+    methods = results["methods"]
+    fig, ax = plt.subplots(figsize=(5.2, 4.8))
+    every = []
+    for name, m in methods.items():
+        f = np.array(m["losses"])
+        every.append(f)
+        if name.startswith("PHN"):
+            ax.plot(f[:, 0], f[:, 1], "-o", color=colors[name.split("-")[1]], markersize=3, label=f"{name}, one model (HV {m['hypervolume']:.3f})")
+        else:
+            ax.scatter(f[:, 0], f[:, 1], marker="x", s=60, color=colors[name.split(" ")[0]],
+                       label=f"{name.split(' ')[0]}, {m['models']} separate models (HV {m['hypervolume']:.3f})")
+    pts = np.vstack(every)
+    lo, hi = float(pts.min()) * 0.9, max(float(pts.max()) * 1.1, 2.1)
+    ax.axvline(2.0, color="gray", linewidth=0.8, linestyle=":")
+    ax.axhline(2.0, color="gray", linewidth=0.8, linestyle=":", label="hypervolume reference (2, 2)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    from matplotlib.ticker import NullFormatter
+
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0) if lo <= t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     ax.set_aspect("equal")
     ax.set_xlabel("task 1 (top-left digit) test cross-entropy")
     ax.set_ylabel("task 2 (bottom-right digit) test cross-entropy")
-    ax.set_title(f"Multi-MNIST fronts ({cfg.epochs} epochs, {n} images)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ctx.save_figure(fig, "fronts")
+    ax.set_title(f"Multi-MNIST fronts ({epochs} epochs on {images} images)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper right")
+    save(fig, "fronts")
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    names = list(results["methods"])
-    hvs = [results["methods"][m]["hypervolume"] for m in names]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    names = list(methods)
+    hvs = [methods[m]["hypervolume"] for m in names]
     ax.bar(names, hvs, color=[colors["EPO" if "EPO" in m else "LS"] for m in names], alpha=0.8)
     for solver, v in PAPER_HV.items():
         ax.axhline(v, color=colors[solver.upper()], linestyle="--", linewidth=1, label=f"PHN-{solver.upper()} reported by COSMOS ({v})")
-    ax.set_ylim(min(hvs + list(PAPER_HV.values())) - 0.1, max(hvs + list(PAPER_HV.values())) + 0.12)
+    ax.set_ylim(min(hvs + list(PAPER_HV.values())) - 0.1, max(hvs + list(PAPER_HV.values())) + 0.25)
     ax.set_ylabel("hypervolume at (2, 2)")
-    ax.set_title("Hypervolume (labels: HV, training s = median step x steps)", fontsize=9)
+    ax.set_title("Hypervolume (labels: HV; training s, median step x steps)", fontsize=9)
     for i, m in enumerate(names):
-        ax.text(i, hvs[i] + 0.005, f"{hvs[i]:.3f}\n{results['methods'][m]['median_step_seconds']:.0f}s", ha="center", fontsize=7)
-    ax.legend(fontsize=7, loc="lower right")
-    ctx.save_figure(fig, "hypervolume")
-    return results
+        ax.text(i, hvs[i] + 0.005, f"{hvs[i]:.3f}\n{methods[m]['median_step_seconds']:.0f}s", ha="center", fontsize=7)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    save(fig, "hypervolume")
