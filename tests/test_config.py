@@ -32,6 +32,7 @@ EXAMPLES = [
     hd.External(3, name="c", encoding="cos-sin"),
     hd.Noise(4, std=0.25, name="k"),
     hd.Concat(hd.TaskEmbedding(2, 3), hd.External(2)),
+    hd.methods.Preference(3, name="pref", atol=1e-4),
     hd.MLP(hidden=(3, 5), activation="gelu", dropout=0.25),
     hd.MLP(hidden=(), activation=None),
     hd.RNN(hidden=7, cell="lstm", layers=2),

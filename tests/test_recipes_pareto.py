@@ -1,0 +1,62 @@
+"""Short end-to-end runs of the Pareto recipes (pareto-psl, pareto-multimnist) and their config checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hyperdnn.errors import ConfigError
+from hyperdnn.methods.pareto import hypervolume
+from hyperdnn.experiments.registry import get_recipe
+from hyperdnn.experiments.runs import run_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
+needs_mnist = pytest.mark.skipif(
+    not ((DATA / "mnist").is_dir() or (DATA / "train-images-idx3-ubyte.gz").is_file()),
+    reason=f"MNIST not found under {DATA}",
+)
+
+
+def run(name: str, tmp_path: Path, **config) -> tuple[Path, dict]:
+    r = get_recipe(name)
+    res = run_recipe(r, r.config(**config), data_dir=DATA, out_dir=tmp_path / "runs", show_progress=False,
+                     print_tables=False, checkpoint_every=0, threads=1)
+    for f in ("config.json", "metrics.jsonl", "results.json", "results.md"):
+        assert (res.run_dir / f).is_file(), f
+    json.loads((res.run_dir / "results.json").read_text())
+    return res.run_dir, res.results
+
+
+def test_pareto_psl_short(tmp_path: Path) -> None:
+    run_dir, res = run("pareto-psl", tmp_path, problems=("zdt1",), initial=6, iterations=1, batch=2, steps=3, candidates=20, gp_steps=5)
+    zdt1 = res["problems"]["zdt1"]
+    # ZDT1's front f2 = 1 - sqrt(f1): HV at (r1, r2) = r1 r2 - (r1 - 2/3 r1^1.5), for r1 < 1
+    r1, r2 = 0.9994, 6.0576
+    assert zdt1["true_hv"] == pytest.approx(r1 * r2 - (r1 - 2 / 3 * r1**1.5), rel=1e-3)
+    for m in ("SVH-PSL", "PSL", "NSGA-II"):
+        curve = zdt1["methods"][m]["curve_mean"]
+        assert len(curve) == 2 and all(np.isfinite(curve)) and curve[1] <= curve[0] + 1e-12  # more points never lose HV
+    assert (run_dir / "psl_zdt1.png").is_file()
+    with pytest.raises(ConfigError, match="problems"):
+        get_recipe("pareto-psl").config(problems=("zdt9",))
+
+
+@needs_mnist
+def test_pareto_multimnist_short(tmp_path: Path) -> None:
+    run_dir, res = run("pareto-multimnist", tmp_path, epochs=1, batch_size=64, train_limit=256, test_limit=200, rays=3,
+                       baseline_rays=2, copies=1, cache_dir=str(tmp_path / "cache"))
+    methods = res["methods"]
+    assert set(methods) == {"PHN-LS", "LS x2", "PHN-EPO", "EPO x2"}
+    for name, m in methods.items():
+        losses = np.array(m["losses"])
+        assert losses.shape == ((3 if name.startswith("PHN") else 2), 2) and np.isfinite(losses).all()
+        assert m["hypervolume"] == pytest.approx(hypervolume(losses, (2.0, 2.0)))
+        assert m["models"] == (1 if name.startswith("PHN") else 2) and m["seconds"] > 0
+    assert (run_dir / "fronts.png").is_file() and (run_dir / "hypervolume.png").is_file()
+    with pytest.raises(ConfigError, match="solvers"):
+        get_recipe("pareto-multimnist").config(solvers=("mgda",))
