@@ -299,7 +299,7 @@ def _report(ctx: RunContext, spec: ContinualSpec, cl: ContinualLearning, base: n
         rows[0].append(cl3_row[0])
         for r in rows[1:]:
             r.append("n/a")
-    head.append("compression ratio")
+    head.append("compression ratio (hypernet / generated, < 1 means compressed)")
     rows[0].append(summary.compression_ratio)
     for r in rows[1:]:
         r.append(1.0)
