@@ -462,3 +462,32 @@ def test_malformed_safetensors_headers_are_refused(tmp_path, edit, message) -> N
     forge(tmp_path, lambda c: c.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
     with pytest.raises(hd.CheckpointError, match=message):
         hd.load(tmp_path, target=target())
+
+
+def test_a_part_defined_by_a_method_loads_without_importing_the_method_first(tmp_path) -> None:
+    """hd.load of a model whose input is hd.methods.Preference works in a fresh interpreter that
+    imported only hyperdnn (the registry loads hyperdnn.methods, a fixed module, on an unknown type)."""
+    import subprocess
+    import sys
+
+    import hyperdnn.methods as methods
+
+    torch.manual_seed(0)
+    model = hd.HyperDNN(nn.Linear(3, 2), inputs=methods.Preference(2))
+    x, pref = torch.randn(4, 3), torch.tensor([0.25, 0.75])
+    hd.save(model, tmp_path / "ckpt")
+    from safetensors.torch import save_file
+
+    save_file({"y": model(x, preference=pref).detach(), "x": x}, str(tmp_path / "expected.safetensors"))
+    code = (
+        "import sys, torch, hyperdnn as hd\n"
+        "from torch import nn\n"
+        "from safetensors.torch import load_file\n"
+        "assert 'hyperdnn.methods' not in sys.modules\n"
+        f"m = hd.load({str(tmp_path / 'ckpt')!r}, target=nn.Linear(3, 2))\n"
+        f"e = load_file({str(tmp_path / 'expected.safetensors')!r})\n"
+        "assert torch.equal(m(e['x'], preference=torch.tensor([0.25, 0.75])), e['y'])\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -442,6 +442,13 @@ def from_dict(cls: type[T], data: Any, *, where: str | None = None, **given: Any
     return _decode_config(cls, data, where, given, 0)
 
 
+def _load_method_parts() -> None:
+    """Registers the parts that methods define (e.g. ``Preference``, ``LoRAOutput``): they join the
+    registry when ``hyperdnn.methods`` is imported, which ``import hyperdnn`` does not do. The module
+    imported is always this one, by a plain import statement, never a name read from a file."""
+    import hyperdnn.methods  # noqa: F401
+
+
 def _decode_config(cls: type, data: Any, where: str | None, given: dict[str, Any], depth: int) -> Any:
     at = f"{where}: " if where else ""
     if depth > MAX_DEPTH:
@@ -457,6 +464,8 @@ def _decode_config(cls: type, data: Any, where: str | None, given: dict[str, Any
         if kind is None and cls is getattr(cls, "_axis_base", None):
             raise ConfigError(f"{at}no 'type' given; expected one of {sorted(table)}")
         if kind is not None:
+            if isinstance(kind, str) and kind not in table:
+                _load_method_parts()
             if not isinstance(kind, str) or kind not in table:
                 raise ConfigError(f"{at}unknown {axis} type {kind!r}; expected one of {sorted(table)}")
             target = table[kind]
