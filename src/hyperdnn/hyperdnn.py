@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from .batched import call_batched, repeat_groups
+from .batched.members import has_training_batchnorm, members_per_call, one_group, take_groups
 from .conditioning import Condition
 from .dynamic_target import DynamicTargets, TargetView, module_kinds, pop_target
 from .errors import ConfigError, HDTypeError, NonFiniteWeightsError, ShapeError
@@ -248,6 +249,35 @@ class HyperDNN(nn.Module):
         if x.dim() <= bd:
             raise ShapeError(f"HyperDNN: x of shape {tuple(x.shape)} has no batch dimension {bd}")
         rows = x.shape[bd]
+        # Inference may run members in chunks (one member: the target's own forward);
+        # gradients and training-mode BatchNorm keep one call, so training is unchanged.
+        chunk = not torch.is_grad_enabled() and not has_training_batchnorm(slots.target)
+        per_call = members_per_call(k, rows, x.device) if chunk else k
+        if chunk and (per_call < k or k == 1):
+            chunked = self._ensemble_in_chunks(theta, k, per_call, args, kwargs, slots)
+            if chunked is not None:
+                return chunked
+        return self._ensemble_call(theta, k, args, kwargs, slots)
+
+    def _ensemble_in_chunks(self, theta: dict[str, Any], k: int, per_call: int, args: tuple, kwargs: dict,
+                            slots: WeightSlots) -> Tensor | None:
+        # See batched/members.py for when chunks are faster than one call.
+        outs = []
+        for start in range(0, k, per_call):
+            stop = min(start + per_call, k)
+            if stop - start == 1:
+                out = slots.run(densify(one_group(theta, start)), args, kwargs)
+                out = out.unsqueeze(0) if isinstance(out, Tensor) else out
+            else:
+                out = self._ensemble_call(take_groups(theta, start, stop), stop - start, args, kwargs, slots)
+            if not isinstance(out, Tensor):
+                return None  # a structured output: one call for all members
+            outs.append(out)
+        return torch.cat(outs)
+
+    def _ensemble_call(self, theta: dict[str, Any], k: int, args: tuple, kwargs: dict, slots: WeightSlots) -> Any:
+        bd = self.batch_dim
+        rows = args[0].shape[bd]
 
         def rep(a):
             if isinstance(a, Tensor) and a.dim() > bd and a.shape[bd] == rows:

@@ -19,31 +19,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from hyperdnn.batched.members import CPU_ROWS_PER_CALL, members_per_call
 from hyperdnn.conditioning import NoiseInput
 from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.hyperdnn import HyperDNN
 
 __all__ = ["CPU_ROWS_PER_CALL", "DeepEnsemble", "FixedMembers", "MCDropout", "as_members", "members_per_call", "noise_input"]
-
-#: On a CPU, about this many rows (members x batch) per batched call of the target.
-CPU_ROWS_PER_CALL = 512
-
-
-def members_per_call(k: int, batch: int, device: torch.device) -> int:
-    """How many of ``k`` members :class:`FixedMembers` runs in one batched call.
-
-    The rule: all ``k`` on an accelerator; on a CPU, ``CPU_ROWS_PER_CALL // batch``
-    members per call (at least 1, at most ``k``): 16 members per call at batch 32, one
-    at a time from batch 512. Measured (``benchmarks/ensemble_speed.py``, one thread):
-    on a CPU the batched call's activations for all members at once leave the cache,
-    and elementwise layers (ReLU, pooling) and the copies between them then run 2x to
-    6x slower per element than on one member's activations; below ~512 rows the
-    saving of fewer calls wins.
-    """
-    if device.type != "cpu":
-        return k
-    return max(1, min(k, CPU_ROWS_PER_CALL // max(batch, 1)))
-
 
 def noise_input(model: HyperDNN, part: str) -> NoiseInput:
     """The model's ``Noise`` input module (HDTypeError / ConfigError when it has none)."""
