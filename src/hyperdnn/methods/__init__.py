@@ -4,6 +4,8 @@
   (NeuMeta), :class:`AnyWidth`.
 - :mod:`hyperdnn.methods.continual`: continual learning with hypernetworks
   (von Oswald et al. 2020), :class:`ContinualLearning`.
+- :mod:`hyperdnn.methods.hypercrl`: continual model-based RL with a hypernetwork of dynamics
+  models and a CEM planner (HyperCRL), :class:`HyperCRL`.
 - :mod:`hyperdnn.methods.lora`: hypernetworks that write LoRA adapters for frozen pretrained
   models, in PEFT's format (HyperFormer, Text-to-LoRA, Polyhistor), :class:`HyperLoRA`.
 - :mod:`hyperdnn.methods.pareto`: preference-conditioned hypernetworks for Pareto fronts
@@ -41,6 +43,20 @@ from hyperdnn.methods.continual import (
     score,
     store_targets,
     xavier_init_,
+)
+from hyperdnn.methods.hypercrl import (
+    CEMPlanner,
+    Episode,
+    HyperCRL,
+    MultiHeadDynamics,
+    PendulumTask,
+    ReplayBaseline,
+    Transitions,
+    dynamics_mlp,
+    make_pendulum,
+    pendulum_cost,
+    rollout_cost,
+    run_episode,
 )
 from hyperdnn.methods.lora import (
     DescriptionTruncated,
@@ -130,6 +146,7 @@ from hyperdnn.methods.uncertainty import (
 
 __all__ = [
     "AnyWidth",
+    "CEMPlanner",
     "CL3Scores",
     "CPU_ROWS_PER_CALL",
     "Categorical",
@@ -140,12 +157,14 @@ __all__ = [
     "DescriptionTruncated",
     "EPOSolution",
     "EnsembleObjective",
+    "Episode",
     "FixedMembers",
     "FunctionalSVGD",
     "GENRES",
     "GLUE_TASKS",
     "GPSurrogate",
     "Gaussian",
+    "HyperCRL",
     "HyperGAN",
     "HyperLoRA",
     "LoRAOutput",
@@ -154,6 +173,7 @@ __all__ = [
     "LoraSite",
     "LoraTargets",
     "MCDropout",
+    "MultiHeadDynamics",
     "MultiLeNet",
     "OOD_SCORES",
     "PSLHistory",
@@ -162,11 +182,14 @@ __all__ = [
     "ParetoSetLearning",
     "ParetoStep",
     "PeftAdapter",
+    "PendulumTask",
     "Preference",
     "PreferenceInput",
     "Reliability",
+    "ReplayBaseline",
     "SentenceEncoder",
     "TextTask",
+    "Transitions",
     "UncertaintyResults",
     "UncertaintyStep",
     "adam_lookahead",
@@ -179,6 +202,7 @@ __all__ = [
     "choose_regularized_tasks",
     "circle_rays",
     "cl3_predict",
+    "dynamics_mlp",
     "entropy",
     "epo_loss",
     "epo_weights",
@@ -203,6 +227,7 @@ __all__ = [
     "local_kernel",
     "log_hypervolume_difference",
     "lora_model",
+    "make_pendulum",
     "member_probs",
     "members_per_call",
     "merged_model",
@@ -214,9 +239,12 @@ __all__ = [
     "output_regularizer",
     "pareto_set_model",
     "peft_model_from",
+    "pendulum_cost",
     "predictive_entropy",
     "rbf_bandwidth",
     "reliability",
+    "rollout_cost",
+    "run_episode",
     "sample_dirichlet",
     "save_peft_adapter",
     "score",
