@@ -256,21 +256,23 @@ def figures(run_dir: Path, name: str, results: dict[str, Any]) -> list[Path]:
 
     tasks = results["tasks"]
     T = len(tasks)
-    fig, axes = plt.subplots(1, T, figsize=(2.6 * T + 0.6, 2.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, T, figsize=(2.6 * T + 0.6, 3.2), sharey=True, squeeze=False)
     for k, ax in enumerate(axes[0]):
         for m, res in results["methods"].items():
             mat = res["returns_after_each_task"]
             xs = [t + 1 for t in range(len(mat)) if len(mat[t]) > k]
-            ax.plot(xs, [mat[t - 1][k] for t in xs], marker="o", markersize=3, label=LABELS.get(m, m))
+            ax.plot(xs, [mat[t - 1][k] for t in xs], marker="o", markersize=4, label=LABELS.get(m, m))
         ax.axvspan(k + 0.5, k + 1.5, color="0.9", zorder=0)
-        ax.set_title(f"task {k + 1}: {tasks[k]}", fontsize=8)
+        ax.set_title(f"task {k + 1}: {tasks[k]}\n(shaded: while it is learned)", fontsize=8)
         ax.set_xlabel("after learning task")
         ax.set_xticks(range(1, T + 1))
+        ax.set_xlim(0.5, T + 0.5)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("return (200 steps)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)  # outside: no point hidden
     fig.suptitle(f"{name}: return per task over the sequence", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path = run_dir / "returns.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
