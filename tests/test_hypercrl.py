@@ -259,7 +259,7 @@ def test_baseline_step_equals_its_loss_by_hand(mode: str) -> None:
 
 # ----------------------------------------------------------------------------- recipe
 
-TINY = dict(gravity=(10.0, 16.0), episodes=1, episode_steps=25, train_steps=6, batch_size=16, horizon=3, population=12, elites=3, cem_iterations=2)
+TINY = dict(gravity=(10.0, 16.0), episodes=1, episode_steps=25, eval_episodes=2, train_steps=6, batch_size=16, horizon=3, population=12, elites=3, cem_iterations=2)
 
 
 def test_recipe_short_run_and_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,3 +311,5 @@ def test_recipe_config_errors() -> None:
         cfg(methods=("hypercrl", "ewc"))
     with pytest.raises(ConfigError, match="elites"):
         cfg(population=4, elites=5)
+    with pytest.raises(ConfigError, match="eval_episodes must be > 0"):
+        cfg(eval_episodes=0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class Config:
     elites: int = field(default=5, metadata={"help": "CEM elites refitted to"})
     cem_iterations: int = field(default=10, metadata={"help": "CEM refits per environment step"})
     episode_steps: int = field(default=200, metadata={"help": "steps per episode (Pendulum's limit: 200)"})
+    eval_episodes: int = field(default=1, metadata={"help": "evaluation episodes per task (different start states), their returns averaged"})
     eval_all: bool = field(default=False, metadata={"help": "after each task, evaluate every task (also the future ones) instead of the tasks seen so far"})
 
     def __post_init__(self) -> None:
@@ -87,7 +89,7 @@ class Config:
                 raise ConfigError(f"{part}: {name} must hold one value or one per task ({T}, the length of gravity) (got {vals!r})")
             for v in vals:
                 positive(part, name, v, float)
-        for name in ("episodes", "episode_steps", "train_steps", "batch_size", "emb_dim", "coreset_size", "horizon", "population", "elites", "cem_iterations"):
+        for name in ("episodes", "episode_steps", "eval_episodes", "train_steps", "batch_size", "emb_dim", "coreset_size", "horizon", "population", "elites", "cem_iterations"):
             positive(part, name, getattr(self, name))
         if self.elites > self.population:
             raise ConfigError(f"{part}: elites ({self.elites}) must be at most population ({self.population})")
@@ -160,9 +162,17 @@ def _episode_seed(seed: int, task: int, episode: int) -> int:
     return 100_000 * seed + 1000 * task + episode
 
 
-def _eval_seed(seed: int, task: int) -> int:
+def _eval_seed(seed: int, task: int, episode: int = 0) -> int:
     """Reset seed of task ``task``'s evaluation episode: the same for every method and time."""
-    return 100_000 * seed + 999 - task
+    return 100_000 * seed + 999 - task + 7919 * episode
+
+
+def _evaluate(env: Any, policy: Any, seed: int, task: int, cfg: Config) -> float:
+    """Mean return of ``cfg.eval_episodes`` episodes from fixed start states; ``policy()`` makes a fresh policy."""
+    from hyperdnn.methods.hypercrl import run_episode
+
+    rets = [run_episode(env, policy(), _eval_seed(seed, task, i), cfg.episode_steps).total_reward for i in range(cfg.eval_episodes)]
+    return sum(rets) / len(rets)
 
 
 @recipe("hypercrl", "continual model-based RL on Pendulum tasks of different gravity: HyperCRL vs fine-tuning, multi-task and coreset, CEM planning (Huang et al. 2021)", Config, figures=lambda run_dir, name, results, published: figures(run_dir, name, results))
@@ -215,7 +225,7 @@ def run(ctx: RunContext) -> dict:
                 state["round"] += 1
                 state["step"] = 0
             learner.end_task() if m == "hypercrl" else learner.end_task(buf)
-            row = [run_episode(envs[k], plan_with(learner, k), _eval_seed(ctx.seed, k), cfg.episode_steps).total_reward for k in range(T if cfg.eval_all else t + 1)]
+            row = [_evaluate(envs[k], partial(plan_with, learner, k), ctx.seed, k, cfg) for k in range(T if cfg.eval_all else t + 1)]
             state["returns"][m].append(row)
             state["seconds"][m] += time.perf_counter() - started
             ctx.log(kind="eval", method=m, after_task=t + 1, returns=row)
@@ -241,7 +251,7 @@ def _report(ctx: RunContext, cfg: Config, tasks: list[Any], state: dict[str, Any
         rows.append([LABELS[m], *[f"{r:.0f}" for r in final], f"{sum(final) / len(final):.0f}", f"{state['seconds'][m]:.0f}"])
         ctx.table(f"{LABELS[m]}: return on task k (columns) after learning task t (rows)", ["after task"] + [f"{k + 1}: {n}" for k, n in enumerate(names)],
                   [[t + 1, *[f"{r:.0f}" for r in row], *[""] * (T - len(row))] for t, row in enumerate(mat)])
-    ctx.table(f"Return of each task after all {T} tasks (higher is better; one evaluation episode of {cfg.episode_steps} steps each)",
+    ctx.table(f"Return of each task after all {T} tasks (higher is better; mean of {cfg.eval_episodes} evaluation episode(s) of {cfg.episode_steps} steps each)",
               ["method", *[f"{k + 1}: {n}" for k, n in enumerate(names)], "mean", "seconds"], rows,
               note=f"per task: 1 random + {cfg.episodes} planned episodes, {cfg.train_steps} training steps per round; CEM {cfg.population}x{cfg.horizon}, {cfg.cem_iterations} iterations")
     return results
