@@ -8,11 +8,13 @@ method as one object for a user's own training loop; the functions are its parts
 - :mod:`.regularizer`: the stored targets, the output regularizer, Adam's look-ahead;
 - :mod:`.evaluation`: test metrics, task inference by predictive entropy (CL3),
   final average and forgetting of an accuracy matrix;
+- :mod:`.dependency_rnn`: the RNN hypernetwork of dependency-preserving hypernetworks (Chandra et al. 2023);
 - :mod:`.init`: the hypernetwork init of the released code (Xavier, zero biases).
 
 von Oswald, Henning, Grewe, Sacramento, "Continual learning with hypernetworks", ICLR 2020.
 """
 
+from hyperdnn.methods.continual.dependency_rnn import dependency_preserving_hnet, freeze_recurrent_, recurrent_parameters
 from hyperdnn.methods.continual.evaluation import (
     average_final,
     cl3_predict,
@@ -40,11 +42,14 @@ __all__ = [
     "average_final",
     "choose_regularized_tasks",
     "cl3_predict",
+    "dependency_preserving_hnet",
     "flat_weights",
     "forgetting",
+    "freeze_recurrent_",
     "infer_task",
     "output_regularizer",
     "predictive_entropy",
+    "recurrent_parameters",
     "score",
     "store_targets",
     "xavier_init_",
