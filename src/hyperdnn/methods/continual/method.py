@@ -121,6 +121,11 @@ class ContinualLearning:
             each task reads (one per task); None: every task reads all outputs.
         metric: ``"accuracy"`` (in %, classification; CL3 is available) or ``"mse"``.
         generator: RNG for the ``reg_tasks`` draws (None: torch's global RNG).
+        reg_mask: optional ``(num_tasks, P)`` bool: row ``k`` says which generated weights
+            task ``k``'s regularizer term counts (None: all; see ``output_regularizer``).
+        fix_earlier_embeddings: keep the earlier task embeddings as learned (their
+            gradients zeroed, as in the paper's code); False lets the regularizer's
+            gradient move them (posterior_replay_cl optimizes all hypernetwork parameters).
 
     Use (each task's data and loss are the user's)::
 
@@ -148,6 +153,8 @@ class ContinualLearning:
         heads: Sequence[slice] | None = None,
         metric: str = "accuracy",
         generator: torch.Generator | None = None,
+        reg_mask: Tensor | None = None,
+        fix_earlier_embeddings: bool = True,
     ) -> None:
         part = "ContinualLearning"
         inputs = task_input(model, part)
@@ -157,7 +164,7 @@ class ContinualLearning:
             raise ConfigError(f"{part}: beta must be a finite number >= 0 (got {beta!r})")
         if reg_tasks is not None and (isinstance(reg_tasks, bool) or not isinstance(reg_tasks, int) or reg_tasks < 1):
             raise ConfigError(f"{part}: reg_tasks must be an int >= 1 or None for all earlier tasks (got {reg_tasks!r})")
-        for name, flag in (("lookahead", lookahead), ("reset_optimizer", reset_optimizer)):
+        for name, flag in (("lookahead", lookahead), ("reset_optimizer", reset_optimizer), ("fix_earlier_embeddings", fix_earlier_embeddings)):
             if not isinstance(flag, bool):
                 raise HDTypeError(f"{part}: {name} must be True or False (got {flag!r})")
         if lookahead:
@@ -170,7 +177,12 @@ class ContinualLearning:
             heads = list(heads)
             if len(heads) != inputs.num_tasks or not all(isinstance(h, slice) for h in heads):
                 raise ConfigError(f"{part}: heads must hold one slice per task ({inputs.num_tasks}) (got {heads!r})")
+        if reg_mask is not None and (not isinstance(reg_mask, Tensor) or reg_mask.dtype != torch.bool or tuple(reg_mask.shape) != (inputs.num_tasks, model.spec.numel)):
+            got = f"{reg_mask.dtype} {tuple(reg_mask.shape)}" if isinstance(reg_mask, Tensor) else type(reg_mask).__name__
+            raise ConfigError(f"{part}: reg_mask must be a bool ({inputs.num_tasks}, {model.spec.numel}) tensor, a row per task (got {got})")
         self.model = model
+        self.reg_mask = reg_mask
+        self.fix_earlier_embeddings = fix_earlier_embeddings
         self.optimizer = optimizer
         self.beta = float(beta)
         self.reg_tasks = reg_tasks
@@ -228,10 +240,11 @@ class ContinualLearning:
         if t > 0 and self.beta > 0:
             ids = choose_regularized_tasks(t, self.reg_tasks, self.generator)
             delta = adam_lookahead(self.model, self.optimizer) if self.lookahead else None
-            reg_t = output_regularizer(self.model, self.targets, ids, delta)
+            reg_t = output_regularizer(self.model, self.targets, ids, delta, self.reg_mask)
             (self.beta * reg_t).backward()  # gradients add up with the task loss's
             reg = reg_t.detach()
-        self._keep_other_task_embeddings(t)
+        if self.fix_earlier_embeddings:
+            self._keep_other_task_embeddings(t)
         self.optimizer.step()
         return ContinualStep(loss.detach(), reg)
 

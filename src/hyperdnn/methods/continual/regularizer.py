@@ -96,7 +96,7 @@ def store_targets(model: HyperDNN, num_tasks: int) -> Tensor:
     return flat_weights(model.weights(task=ids), _names(model), groups=num_tasks).detach().clone()
 
 
-def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None) -> Tensor:
+def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
     """Mean over tasks ``k`` of ``|| H(e_k) - targets[k] ||^2`` (squared L2 over all of theta).
 
     Args:
@@ -106,6 +106,9 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
         delta: optional look-ahead ``{name: Delta phi}`` for parameters of
             ``model.hypernetwork.outputs`` (from :func:`adam_lookahead`): ``H`` is then
             evaluated at ``phi + Delta phi`` (Delta phi is treated as a constant).
+        mask: optional ``(num_tasks, P)`` bool: row ``k`` says which generated weights task
+            ``k``'s term counts (e.g. all but the other tasks' output heads, as
+            posterior_replay_cl's ``inds_of_out_heads``); None: all of them.
 
     Returns:
         A scalar (0 when there is nothing to regularize). Multiply by beta.
@@ -116,6 +119,8 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
         return targets.new_zeros(())
     if targets.dim() != 2 or targets.shape[1] != model.spec.numel:
         raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")
+    if mask is not None and (mask.dim() != 2 or mask.shape[1] != model.spec.numel or mask.shape[0] < int(ids.max()) + 1 or mask.dtype != torch.bool):
+        raise ShapeError(f"output_regularizer: mask must be a bool (num_tasks, {model.spec.numel}) tensor with a row per task (got {mask.dtype} {tuple(mask.shape)})")
     if delta is None:
         theta = model.weights(task=ids)
     else:
@@ -126,12 +131,17 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
     # all earlier tasks in order (the usual case): the stored rows as they are, no gathered copy
     every = tasks is None or (ids.numel() == targets.shape[0] and bool((ids == torch.arange(ids.numel(), device=device)).all()))
     wanted = targets if every else targets[ids]
+    keep = None if mask is None else mask[ids].to(targets.dtype)  # (n, P): 1 where the weight counts
     # tensor by tensor against column views of the targets: no (n, P) concatenation, and
     # mse_loss fuses difference, square and sum (and their backward) in one pass each
     total, start = targets.new_zeros(()), 0
     for name in _names(model):
         w = theta[name].reshape(ids.shape[0], -1)
-        total = total + F.mse_loss(w, wanted[:, start : start + w.shape[1]], reduction="sum")
+        cols = slice(start, start + w.shape[1])
+        if keep is None:
+            total = total + F.mse_loss(w, wanted[:, cols], reduction="sum")
+        else:
+            total = total + ((w - wanted[:, cols]) * keep[:, cols]).pow(2).sum()
         start += w.shape[1]
     return total / ids.shape[0]
 
