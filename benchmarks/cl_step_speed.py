@@ -1,23 +1,26 @@
-"""One continual-learning training step on permuted-MNIST: hyperdnn's regularizer vs the plain formula.
+"""One continual-learning training step on permuted-MNIST: does its cost grow with the task count?
 
 The step of the ``permuted-mnist`` recipe (released configuration: target
 1024-1000-1000-100, chunked hypernetwork 25-25 ELU, chunks of 78,000) while
 learning task ``n + 1``: task loss and backward, the Adam look-ahead, the output
 regularizer over the ``n`` earlier tasks and its backward, the Adam update.
-Two regularizers are timed side by side (interleaved rounds, median of per-round
-ratios), both evaluated at phi + Delta phi:
+Timed side by side in interleaved rounds (median of per-round ratios to the
+step with no earlier task, which has no regularizer):
 
-- ``hyperdnn``: ``hyperdnn.methods.output_regularizer`` (tensor by tensor
-  against column views of the stored targets, fused ``mse_loss``);
-- ``plain formula``: the weights concatenated into one ``(n, P)`` matrix,
-  ``(theta - targets[ids]).pow(2).sum(1).mean()``, as one writes it by hand
-  (and as the released code does per task).
+- ``no earlier task``: the step of task 1 (task loss only), the reference;
+- ``per-task formula, n``: the regularizer made the straightforward way, all ``n``
+  earlier tasks' weights in one batched hypernetwork call and
+  ``sum ||theta_k - target_k||^2`` over them (``output_regularizer`` without
+  factors; what the library did before): its cost grows with ``n``;
+- ``hyperdnn, n``: ``ContinualLearning``'s default, the same regularizer from Gram
+  matrices of the hypernetwork's head (``methods/continual/chunk_factors.py``),
+  whose cost does not grow with ``n``.
 
-Both give the same value (checked before timing). The cost per step grows with
-the number of earlier tasks, which is what makes the full permuted-MNIST run
-long on a CPU.
+Both regularizers give the same value and gradients up to fp32 rounding (checked
+before timing; ``tests/test_continual_factors.py`` checks them against a per-task loop).
+Goal (issue 16): the step with 9 earlier tasks at most 2x the step with none.
 
-    .venv/bin/python -m benchmarks.cl_step_speed --threads 1 --tasks 1,4,9
+    .venv/bin/python -m benchmarks.cl_step_speed --threads 1,2 --tasks 1,4,9
 
 Writes benchmarks/results/cl_step_speed.json with the command and git commit.
 """
@@ -33,34 +36,33 @@ import torch.nn.functional as F
 
 from benchmarks.report import write_record
 from benchmarks.timing import interleaved
-from hyperdnn.methods.continual import adam_lookahead, flat_weights, output_regularizer, store_targets
+from hyperdnn.methods.continual import adam_lookahead, output_regularizer, store_targets
+from hyperdnn.methods.continual.chunk_factors import store_factors
 from hyperdnn.experiments.recipes._continual import chunked_spec
 from hyperdnn.experiments.recipes.permuted_mnist import Config
 from hyperdnn.experiments.recipes.toy_regression import make_mlp
 
-
-def plain_regularizer(model, targets, ids, delta):
-    """The regularizer as written by hand: one (n, P) matrix of generated weights."""
-    outputs = model.hypernetwork.outputs
-    params = {n: (p + delta[n].detach() if n in delta else p) for n, p in outputs.named_parameters()}
-    theta = torch.func.functional_call(outputs, params, (model.condition(task=ids).z,))
-    current = flat_weights(theta, [p.name for p in model.spec.params], groups=ids.shape[0])
-    return (current - targets[ids]).pow(2).sum(dim=1).mean()
+REFERENCE = "no earlier task"
 
 
-def _step(model, opt, targets, ids, x, y, head, reg_fn):
+def _step(model, opt, x, y, task, targets=None, factors=None):
+    """One training step of task ``task`` (0-based; ``task`` earlier tasks regularized)."""
+    head = slice(10 * task, 10 * task + 10)
+    ids = torch.arange(task)
+
     def step() -> None:
-        loss = F.cross_entropy(model(x, task=int(ids.shape[0]))[:, head], y)
+        loss = F.cross_entropy(model(x, task=task)[:, head], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        delta = adam_lookahead(model, opt)
-        (0.1 * reg_fn(model, targets, ids, delta)).backward()
+        if task > 0:
+            delta = adam_lookahead(model, opt)
+            (0.1 * output_regularizer(model, targets, ids, delta, factors=factors)).backward()
         opt.step()
 
     return step
 
 
-def run(threads: int, n_prev: int, rounds: int) -> dict:
+def run(threads: int, tasks: list[int], rounds: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = Config()
@@ -71,21 +73,23 @@ def run(threads: int, n_prev: int, rounds: int) -> dict:
     spec = chunked_spec(cfg, [_Task()] * cfg.tasks, lambda: make_mlp([1024, 1000, 1000, 10 * cfg.tasks], "relu"), paper={})
     model = spec.make_model(spec.make_target())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    with torch.no_grad():
-        targets = store_targets(model, n_prev) + 0.01 * torch.randn(n_prev, model.spec.numel)
-    ids = torch.arange(n_prev)
     x, y = torch.rand(cfg.batch_size, 1024), torch.randint(0, 10, (cfg.batch_size,))
-    head = slice(10 * n_prev, 10 * n_prev + 10)
-    # same value before timing
-    model(x, task=n_prev)[:, head].sum().backward()
-    delta = adam_lookahead(model, opt)
-    a, b = output_regularizer(model, targets, ids, delta), plain_regularizer(model, targets, ids, delta)
-    assert torch.allclose(a, b, rtol=1e-4), (a.item(), b.item())
-    steps = {
-        "plain formula": _step(model, opt, targets, ids, x, y, head, plain_regularizer),
-        "hyperdnn": _step(model, opt, targets, ids, x, y, head, output_regularizer),
-    }
-    timings = interleaved(steps, rounds=rounds, warmup=1, segment_s=0.0, reference="plain formula")
+    steps = {REFERENCE: _step(model, opt, x, y, 0)}
+    for n in tasks:
+        targets, factors = store_targets(model, n), store_factors(model, n)
+        with torch.no_grad():  # the hypernetwork a little away from the stored targets, as after some steps
+            for p in model.hypernetwork.outputs.parameters():
+                p.add_(0.001 * torch.randn_like(p))
+        # same value before timing
+        opt.zero_grad(set_to_none=True)
+        model(x, task=n)[:, 10 * n : 10 * n + 10].sum().backward()
+        delta = adam_lookahead(model, opt)
+        a, b = output_regularizer(model, targets, torch.arange(n), delta), output_regularizer(model, targets, torch.arange(n), delta, factors=factors)
+        if not torch.allclose(a, b, rtol=1e-4):
+            raise SystemExit(f"the two regularizers differ with {n} earlier tasks: {a.item()} and {b.item()}")
+        steps[f"per-task formula, {n}"] = _step(model, opt, x, y, n, targets)
+        steps[f"hyperdnn, {n}"] = _step(model, opt, x, y, n, targets, factors)
+    timings = interleaved(steps, rounds=rounds, warmup=1, segment_s=0.0, reference=REFERENCE)
     return {name: {"s": t.median, "ratio": t.ratio, "q1_q3": list(t.spread())} for name, t in timings.items()}
 
 
@@ -97,14 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "cl_step_speed.json"))
     args = p.parse_args(argv)
     results: dict[str, dict] = {}
+    tasks = [int(t) for t in args.tasks.split(",")]
     for th in (int(t) for t in args.threads.split(",")):
-        print(f"\n### permuted-MNIST training step with the regularizer, {th} thread(s)\n")
-        print("| earlier tasks | plain formula, s / step | hyperdnn, s / step | hyperdnn / plain (median of rounds) |")
-        print("|---|---|---|---|")
-        for n in (int(t) for t in args.tasks.split(",")):
-            r = run(th, n, args.rounds)
-            results[f"{th} threads, {n} earlier tasks"] = r
-            print(f"| {n} | {r['plain formula']['s']:.3f} | {r['hyperdnn']['s']:.3f} | {r['hyperdnn']['ratio']:.2f}x |", flush=True)
+        print(f"\n### permuted-MNIST training step, {th} thread(s): s / step (x the step with no earlier task, median of rounds)\n")
+        print("| earlier tasks | per-task formula | hyperdnn (Gram matrices) |")
+        print("|---|---|---|")
+        r = run(th, tasks, args.rounds)
+        results[f"{th} threads"] = r
+        print(f"| 0 | {r[REFERENCE]['s']:.3f} (1x) | {r[REFERENCE]['s']:.3f} (1x) |")
+        for n in tasks:
+            a, b = r[f"per-task formula, {n}"], r[f"hyperdnn, {n}"]
+            print(f"| {n} | {a['s']:.3f} ({a['ratio']:.2f}x) | {b['s']:.3f} ({b['ratio']:.2f}x) |", flush=True)
     out = write_record(args.out, "python -m benchmarks.cl_step_speed " + " ".join(sys.argv[1:] if argv is None else argv), results=results)
     print(f"\nwrote {out}")
     return 0

@@ -25,7 +25,9 @@ from hyperdnn.bodies import ACTIVATIONS, MLP
 from hyperdnn.conditioning import TaskEmbedding
 from hyperdnn.data.continual_tasks import Task, sample_batch, tasks_to
 from hyperdnn.hyperdnn import HyperDNN
+from hyperdnn.errors import ConfigError
 from hyperdnn.methods.continual import ContinualLearning, average_final, forgetting, score, xavier_init_
+from hyperdnn.methods.continual.diagnostics import cl3_diagnostics
 from hyperdnn.outputs import ChunkWise
 from hyperdnn.experiments.recipes import boolean, non_negative, one_of, positive, positive_ints
 from hyperdnn.experiments.runs import RunContext
@@ -55,6 +57,15 @@ class ContinualSpec:
             through the task's training set restarted at each task; False: independent
             draws with replacement.
         cl3: evaluate CL3 (classification only).
+        nll_scale: ``"mean"``: the task loss averaged over the batch (hypercl);
+            ``"train-set"``: times the task's number of training samples, as
+            posterior_replay_cl's ``train_bbb`` scales its NLL (so ``beta`` weighs the
+            regularizer against the whole training set's loss).
+        reg_own_head: each earlier task's regularizer term leaves out the output weights
+            of the other tasks' heads (posterior_replay_cl's ``inds_of_out_heads``);
+            needs ``multi_head`` and a target whose last layer is a linear layer.
+        fix_earlier_embeddings: keep earlier task embeddings fixed (hypercl); False: the
+            regularizer's gradient moves them (posterior_replay_cl).
         paper: published numbers for the summary table, e.g. ``{"cl1": 99.79, "cl3": 69.48}``.
         plot: optional ``plot(ctx, model, baseline, tasks)`` for recipe-specific figures.
     """
@@ -72,6 +83,9 @@ class ContinualSpec:
     multi_head: bool = False
     sweeps: bool = False
     cl3: bool = True
+    nll_scale: str = "mean"
+    reg_own_head: bool = False
+    fix_earlier_embeddings: bool = True
     paper: dict[str, float] | None = None
     plot: Callable[..., None] | None = None
 
@@ -115,7 +129,8 @@ def chunked_spec(cfg: Any, tasks: list[Task], make_target: Callable[[], nn.Modul
     """
 
     def make_model(target: nn.Module) -> HyperDNN:
-        model = HyperDNN(target, inputs=TaskEmbedding(len(tasks), cfg.emb_dim), outputs=ChunkWise(cfg.chunk_size, cfg.chunk_dim), body=MLP(cfg.hnet_hidden, cfg.hnet_activation))
+        outputs = ChunkWise(cfg.chunk_size, cfg.chunk_dim, getattr(cfg, "chunk_init_std", 1.0))
+        model = HyperDNN(target, inputs=TaskEmbedding(len(tasks), cfg.emb_dim), outputs=outputs, body=MLP(cfg.hnet_hidden, cfg.hnet_activation))
         if cfg.hnet_init == "xavier":
             xavier_init_(model)
         return model
@@ -134,6 +149,9 @@ def chunked_spec(cfg: Any, tasks: list[Task], make_target: Callable[[], nn.Modul
         multi_head=cfg.multi_head,
         sweeps=cfg.sweeps,
         cl3=cl3,
+        nll_scale=getattr(cfg, "nll_scale", "mean"),
+        reg_own_head=getattr(cfg, "reg_own_head", False),
+        fix_earlier_embeddings=getattr(cfg, "fix_earlier_embeddings", True),
         paper=paper,
     )
 
@@ -184,6 +202,36 @@ def _head(spec: ContinualSpec, tasks: list[Task], k: int) -> slice:
     return slice(start, start + tasks[k].num_outputs)
 
 
+def own_head_mask(model: HyperDNN, heads: list[slice]) -> Tensor:
+    """Per task ``k``, the generated weights its regularizer term counts: all but the rows
+    of the other tasks' heads in the target's last layer (posterior_replay_cl's
+    ``inds_of_out_heads``, ``utils/hnet_regularizer.py`` ``flatten_and_remove_out_heads``).
+
+    Args:
+        model: a HyperDNN whose target ends in a linear layer (its last two generated
+            parameters: weight ``(O, H)`` and bias ``(O,)``).
+        heads: per task, the slice of the ``O`` outputs it reads.
+
+    Returns:
+        ``(len(heads), P)`` bool on the model's device.
+    """
+    params = model.spec.params
+    if len(params) < 2 or len(params[-2].shape) != 2 or params[-1].shape != params[-2].shape[:1]:
+        raise ConfigError(f"continual: reg_own_head needs a target whose last layer is linear with a bias (got last parameters {[(p.name, p.shape) for p in params[-2:]]})")
+    out, hidden = params[-2].shape
+    w_start = model.spec.numel - out * hidden - out
+    device = next(model.parameters()).device
+    mask = torch.ones(len(heads), model.spec.numel, dtype=torch.bool, device=device)
+    for k in range(len(heads)):
+        for j, head in enumerate(heads):
+            if j == k:
+                continue
+            rows = range(out)[head]
+            mask[k, w_start + rows.start * hidden : w_start + rows.stop * hidden] = False
+            mask[k, w_start + out * hidden + rows.start : w_start + out * hidden + rows.stop] = False
+    return mask
+
+
 def _loss(task: Task, out: Tensor, y: Tensor) -> Tensor:
     return F.mse_loss(out, y) if task.regression else F.cross_entropy(out, y)
 
@@ -218,7 +266,8 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
     base_optimizer = torch.optim.Adam(base.parameters(), lr=spec.lr)
     data_rng = torch.Generator().manual_seed(ctx.seed)
     sweeps = Sweeps(data_rng)
-    cl = ContinualLearning(model, optimizer, beta=spec.beta, reg_tasks=spec.reg_tasks, lookahead=spec.lookahead, heads=heads if spec.multi_head else None, metric=metric, generator=data_rng)
+    reg_mask = own_head_mask(model, heads) if spec.reg_own_head else None
+    cl = ContinualLearning(model, optimizer, beta=spec.beta, reg_tasks=spec.reg_tasks, lookahead=spec.lookahead, heads=heads if spec.multi_head else None, metric=metric, generator=data_rng, reg_mask=reg_mask, fix_earlier_embeddings=spec.fix_earlier_embeddings)
     ctx.track(model=model, optimizer=optimizer, baseline=base, baseline_optimizer=base_optimizer, data_rng=data_rng, continual=cl, **({"sweeps": sweeps} if spec.sweeps else {}))
     phases = ["hnet"] + (["baseline"] if spec.baseline else [])
     # the hypernetwork's accuracy matrix lives in `cl` (checkpointed with it), the baseline's here
@@ -242,8 +291,10 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
                 x, y = sweeps.batch(task, spec.batch_size) if spec.sweeps else sample_batch(task, spec.batch_size, data_rng)
                 x, y = ctx.shard(x, y)  # this process's slice of the global batch under torchrun
                 if phase == "hnet":
-                    done = cl.step(_loss(task, cl.predict(x, t), y))
-                    loss_task, reg = done.loss, done.reg.item()
+                    scale = task.num_train if spec.nll_scale == "train-set" else 1
+                    loss = _loss(task, cl.predict(x, t), y)
+                    done = cl.step(loss * scale if scale != 1 else loss)
+                    loss_task, reg = loss.detach(), done.reg.item()
                 else:
                     loss_task, reg = _loss(task, base(x)[:, heads[t]], y), 0.0
                     base_optimizer.zero_grad(set_to_none=True)
@@ -255,6 +306,9 @@ def run_continual(ctx: RunContext, spec: ContinualSpec) -> dict[str, Any]:
             net.eval()
             if phase == "hnet":
                 row = cl.end_task(tests)
+                if spec.cl3 and not regression:  # CL3 right after task t, candidates the tasks seen so far (the released code's "during" test)
+                    seen = cl.evaluate_cl3([_TestBatches(tk, 5000) for tk in tasks[: t + 1]], label_offsets=[tk.label_offset for tk in tasks[: t + 1]])
+                    state.setdefault("cl3_seen", []).append(seen.per_task[t])
             else:
                 row = [score(partial(_baseline_head, base, heads[k]), tests[k], metric) for k in range(t + 1)]
                 state["matrix"][phase].append(row)
@@ -292,6 +346,23 @@ def _report(ctx: RunContext, spec: ContinualSpec, cl: ContinualLearning, base: n
         results["hnet"]["cl3"] = {"per_task": accs, "average": cl3.average, "task_inference_per_task": infs, "task_inference_average": cl3.task_inference_average}
         ctx.table("hypernetwork, CL3 (task inferred by lowest predictive entropy)", ["task", "CL3 accuracy (%)", "task inferred correctly (%)"], [[f"{k + 1}: {tasks[k].name}", a, i] for k, (a, i) in enumerate(zip(accs, infs))])
         cl3_row = [cl3.average]
+        diag = cl3_diagnostics(model, [_TestBatches(task, 5000) for task in tasks], [_head(spec, tasks, k) for k in range(T)], [t.label_offset for t in tasks])
+        during = state.get("cl3_seen", [])
+        results["hnet"]["cl3_diagnostics"] = {
+            "zero_probability_inputs": diag.zero_probability,
+            "test_inputs": diag.inputs,
+            "released_entropy_per_task": diag.released_entropy,
+            "released_entropy_average": sum(diag.released_entropy) / T,
+            "seen_candidates_final_per_task": diag.seen_candidates,
+            "seen_candidates_final_average": sum(diag.seen_candidates) / T,
+            "seen_candidates_during_per_task": during,
+            "seen_candidates_during_average": sum(during) / len(during) if during else None,
+        }
+        ctx.table(
+            "CL3 diagnostics",
+            ["task", "inputs with a candidate's softmax p == 0 (fp32)", "CL3, released entropy -sum(p log p) (%)", "CL3, candidates 0..k, final model (%)", "CL3, candidates 0..k, right after task k (%)"],
+            [[f"{k + 1}: {tasks[k].name}", f"{diag.zero_probability[k]} / {diag.inputs[k]}", diag.released_entropy[k], diag.seen_candidates[k], during[k] if k < len(during) else ""] for k in range(T)],
+        )
     paper = spec.paper or {}
     head = ["method", f"final average {name}", "forgetting"]
     if cl3_row:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
 from hyperdnn.hyperdnn import HyperDNN
+from hyperdnn.methods.continual.chunk_factors import ChunkFactors, make_factors, store_factors
 from hyperdnn.methods.continual.evaluation import METRICS, TestData, average_final, batches, cl3_predict, forgetting, score
 from hyperdnn.methods.continual.regularizer import (
     adam_lookahead,
@@ -121,6 +122,15 @@ class ContinualLearning:
             each task reads (one per task); None: every task reads all outputs.
         metric: ``"accuracy"`` (in %, classification; CL3 is available) or ``"mse"``.
         generator: RNG for the ``reg_tasks`` draws (None: torch's global RNG).
+        reg_mask: optional ``(num_tasks, P)`` bool: row ``k`` says which generated weights
+            task ``k``'s regularizer term counts (None: all; see ``output_regularizer``).
+        fix_earlier_embeddings: keep the earlier task embeddings as learned (their
+            gradients zeroed, as in the paper's code); False lets the regularizer's
+            gradient move them (posterior_replay_cl optimizes all hypernetwork parameters).
+        factored_regularizer: with chunk-wise outputs (a linear head), compute the
+            regularizer from Gram matrices of the head (``chunk_factors``): the same value
+            up to fp32 rounding at a cost per step that does not grow with the number of
+            earlier tasks. False: every earlier task's weights are made in full.
 
     Use (each task's data and loss are the user's)::
 
@@ -148,6 +158,9 @@ class ContinualLearning:
         heads: Sequence[slice] | None = None,
         metric: str = "accuracy",
         generator: torch.Generator | None = None,
+        reg_mask: Tensor | None = None,
+        fix_earlier_embeddings: bool = True,
+        factored_regularizer: bool = True,
     ) -> None:
         part = "ContinualLearning"
         inputs = task_input(model, part)
@@ -157,7 +170,7 @@ class ContinualLearning:
             raise ConfigError(f"{part}: beta must be a finite number >= 0 (got {beta!r})")
         if reg_tasks is not None and (isinstance(reg_tasks, bool) or not isinstance(reg_tasks, int) or reg_tasks < 1):
             raise ConfigError(f"{part}: reg_tasks must be an int >= 1 or None for all earlier tasks (got {reg_tasks!r})")
-        for name, flag in (("lookahead", lookahead), ("reset_optimizer", reset_optimizer)):
+        for name, flag in (("lookahead", lookahead), ("reset_optimizer", reset_optimizer), ("fix_earlier_embeddings", fix_earlier_embeddings), ("factored_regularizer", factored_regularizer)):
             if not isinstance(flag, bool):
                 raise HDTypeError(f"{part}: {name} must be True or False (got {flag!r})")
         if lookahead:
@@ -170,7 +183,14 @@ class ContinualLearning:
             heads = list(heads)
             if len(heads) != inputs.num_tasks or not all(isinstance(h, slice) for h in heads):
                 raise ConfigError(f"{part}: heads must hold one slice per task ({inputs.num_tasks}) (got {heads!r})")
+        if reg_mask is not None and (not isinstance(reg_mask, Tensor) or reg_mask.dtype != torch.bool or tuple(reg_mask.shape) != (inputs.num_tasks, model.spec.numel)):
+            got = f"{reg_mask.dtype} {tuple(reg_mask.shape)}" if isinstance(reg_mask, Tensor) else type(reg_mask).__name__
+            raise ConfigError(f"{part}: reg_mask must be a bool ({inputs.num_tasks}, {model.spec.numel}) tensor, a row per task (got {got})")
         self.model = model
+        self.reg_mask = reg_mask
+        self.fix_earlier_embeddings = fix_earlier_embeddings
+        self.factored_regularizer = factored_regularizer
+        self.factors: ChunkFactors | None = None  # the targets' factors (chunk-wise outputs), stored with them
         self.optimizer = optimizer
         self.beta = float(beta)
         self.reg_tasks = reg_tasks
@@ -198,6 +218,7 @@ class ContinualLearning:
         if self.reset_optimizer:
             self.optimizer.state.clear()  # a fresh Adam per task, as in the released code
         self.targets = store_targets(self.model, task)
+        self.factors = store_factors(self.model, task) if self.factored_regularizer and self.reg_mask is None else None
         self.task = task
 
     def predict(self, x: Tensor, task: int) -> Tensor:
@@ -228,10 +249,11 @@ class ContinualLearning:
         if t > 0 and self.beta > 0:
             ids = choose_regularized_tasks(t, self.reg_tasks, self.generator)
             delta = adam_lookahead(self.model, self.optimizer) if self.lookahead else None
-            reg_t = output_regularizer(self.model, self.targets, ids, delta)
+            reg_t = output_regularizer(self.model, self.targets, ids, delta, self.reg_mask, self.factors)
             (self.beta * reg_t).backward()  # gradients add up with the task loss's
             reg = reg_t.detach()
-        self._keep_other_task_embeddings(t)
+        if self.fix_earlier_embeddings:
+            self._keep_other_task_embeddings(t)
         self.optimizer.step()
         return ContinualStep(loss.detach(), reg)
 
@@ -342,15 +364,17 @@ class ContinualLearning:
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """The method's state (stored targets, task, tasks learned, accuracy matrix); model and
-        optimizer are saved by their own ``state_dict``."""
-        return {"targets": self.targets, "task": -1 if self.task is None else self.task, "learned": self.learned, "matrix": [list(r) for r in self.matrix]}
+        """The method's state (stored targets and their factors, task, tasks learned, accuracy
+        matrix); model and optimizer are saved by their own ``state_dict``."""
+        factors = None if self.factors is None else self.factors.state()
+        return {"targets": self.targets, "factors": factors, "task": -1 if self.task is None else self.task, "learned": self.learned, "matrix": [list(r) for r in self.matrix]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the targets move to the model's device."""
         part = "ContinualLearning.load_state_dict"
-        if not isinstance(state, dict) or set(state) != {"targets", "task", "learned", "matrix"}:
-            raise ConfigError(f"{part}: expected the keys targets, task, learned, matrix (got {sorted(state) if isinstance(state, dict) else type(state).__name__})")
+        keys = {"targets", "task", "learned", "matrix"}
+        if not isinstance(state, dict) or not keys <= set(state) <= keys | {"factors"}:
+            raise ConfigError(f"{part}: expected the keys targets, task, learned, matrix and optionally factors (got {sorted(state) if isinstance(state, dict) else type(state).__name__})")
         targets, task, learned, matrix = state["targets"], state["task"], state["learned"], state["matrix"]
         ints_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (task, learned))
         if not ints_ok or not 0 <= learned <= self.num_tasks or task not in (-1, learned):
@@ -361,7 +385,11 @@ class ContinualLearning:
             raise ConfigError(f"{part}: targets must be a ({stored}, {P}) Tensor (got {tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__})")
         if not isinstance(matrix, list) or not all(isinstance(r, list) for r in matrix) or len(matrix) > learned:
             raise ConfigError(f"{part}: matrix must be a list of at most {learned} rows (got {matrix!r})")
+        factors = state.get("factors")
+        if factors is not None and (not isinstance(factors, dict) or not {"weight", "hidden"} <= set(factors) <= {"weight", "bias", "hidden"} or not all(isinstance(v, Tensor) for v in factors.values()) or factors["hidden"].dim() != 3 or factors["hidden"].shape[0] != stored):
+            raise ConfigError(f"{part}: factors must be None or {{'weight': Tensor, 'bias': Tensor (optional), 'hidden': ({stored}, chunks, d) Tensor}} (got {str(factors)[:200]})")
         device = task_embeddings(self.model, part).device
+        self.factors = None if factors is None else make_factors(factors["weight"].to(device), factors["bias"].to(device) if "bias" in factors else None, factors["hidden"].to(device), P)
         self.targets = targets.to(device)
         self.task = None if task < 0 else task
         self.learned = learned

@@ -28,6 +28,7 @@ from torch import Tensor
 from hyperdnn.conditioning import TaskInput
 from hyperdnn.errors import ConfigError, HDTypeError, ShapeError
 from hyperdnn.hyperdnn import HyperDNN
+from hyperdnn.methods.continual.chunk_factors import ChunkFactors, factored_regularizer
 
 __all__ = [
     "adam_lookahead",
@@ -96,7 +97,7 @@ def store_targets(model: HyperDNN, num_tasks: int) -> Tensor:
     return flat_weights(model.weights(task=ids), _names(model), groups=num_tasks).detach().clone()
 
 
-def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None) -> Tensor:
+def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequence[int] | None = None, delta: dict[str, Tensor] | None = None, mask: Tensor | None = None, factors: ChunkFactors | None = None) -> Tensor:
     """Mean over tasks ``k`` of ``|| H(e_k) - targets[k] ||^2`` (squared L2 over all of theta).
 
     Args:
@@ -106,6 +107,13 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
         delta: optional look-ahead ``{name: Delta phi}`` for parameters of
             ``model.hypernetwork.outputs`` (from :func:`adam_lookahead`): ``H`` is then
             evaluated at ``phi + Delta phi`` (Delta phi is treated as a constant).
+        mask: optional ``(num_tasks, P)`` bool: row ``k`` says which generated weights task
+            ``k``'s term counts (e.g. all but the other tasks' output heads, as
+            posterior_replay_cl's ``inds_of_out_heads``); None: all of them.
+        factors: optional :class:`ChunkFactors` stored with ``targets``
+            (:func:`store_factors`): the same value, up to fp32 rounding, from Gram
+            matrices of the chunked hypernetwork's head, at a cost that does not grow
+            with the number of tasks (see :mod:`.chunk_factors`); not used with ``mask``.
 
     Returns:
         A scalar (0 when there is nothing to regularize). Multiply by beta.
@@ -116,6 +124,12 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
         return targets.new_zeros(())
     if targets.dim() != 2 or targets.shape[1] != model.spec.numel:
         raise ShapeError(f"output_regularizer: targets must be (K, {model.spec.numel}) (got {tuple(targets.shape)})")
+    if mask is not None and (mask.dim() != 2 or mask.shape[1] != model.spec.numel or mask.shape[0] < int(ids.max()) + 1 or mask.dtype != torch.bool):
+        raise ShapeError(f"output_regularizer: mask must be a bool (num_tasks, {model.spec.numel}) tensor with a row per task (got {mask.dtype} {tuple(mask.shape)})")
+    if factors is not None and mask is None:
+        if factors.hidden.shape[0] != targets.shape[0]:
+            raise ShapeError(f"output_regularizer: the factors hold {factors.hidden.shape[0]} tasks, the targets {targets.shape[0]}; store both at the same time")
+        return factored_regularizer(model, factors, ids, delta)
     if delta is None:
         theta = model.weights(task=ids)
     else:
@@ -126,12 +140,17 @@ def output_regularizer(model: HyperDNN, targets: Tensor, tasks: Tensor | Sequenc
     # all earlier tasks in order (the usual case): the stored rows as they are, no gathered copy
     every = tasks is None or (ids.numel() == targets.shape[0] and bool((ids == torch.arange(ids.numel(), device=device)).all()))
     wanted = targets if every else targets[ids]
+    keep = None if mask is None else mask[ids].to(targets.dtype)  # (n, P): 1 where the weight counts
     # tensor by tensor against column views of the targets: no (n, P) concatenation, and
     # mse_loss fuses difference, square and sum (and their backward) in one pass each
     total, start = targets.new_zeros(()), 0
     for name in _names(model):
         w = theta[name].reshape(ids.shape[0], -1)
-        total = total + F.mse_loss(w, wanted[:, start : start + w.shape[1]], reduction="sum")
+        cols = slice(start, start + w.shape[1])
+        if keep is None:
+            total = total + F.mse_loss(w, wanted[:, cols], reduction="sum")
+        else:
+            total = total + ((w - wanted[:, cols]) * keep[:, cols]).pow(2).sum()
         start += w.shape[1]
     return total / ids.shape[0]
 
@@ -168,10 +187,17 @@ def adam_lookahead(model: HyperDNN, optimizer: torch.optim.Optimizer) -> dict[st
         (b1, b2), lr, eps = g["betas"], g["lr"], g["eps"]
         st = optimizer.state.get(p, {})
         step = float(st["step"]) + 1 if "step" in st else 1.0
-        m = st["exp_avg"] * b1 + p.grad * (1 - b1) if "exp_avg" in st else p.grad * (1 - b1)
-        v = st["exp_avg_sq"] * b2 + p.grad * p.grad * (1 - b2) if "exp_avg_sq" in st else p.grad * p.grad * (1 - b2)
-        denom = v.sqrt() / math.sqrt(1 - b2**step) + eps
-        out[name] = -(lr / (1 - b1**step)) * m / denom
+        # Adam's formulas, m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g g, step = -lr/(1 - b1^t)
+        # m / (sqrt(v) / sqrt(1 - b2^t) + eps), with the same operations in the same order but
+        # in place: three full-size temporaries per parameter instead of about ten (the chunked
+        # head is millions of numbers, and each fresh tensor costs time on a CPU)
+        tmp = torch.mul(p.grad, 1 - b1)
+        m = torch.mul(st["exp_avg"], b1).add_(tmp) if "exp_avg" in st else tmp.clone()
+        v = torch.mul(p.grad, p.grad, out=tmp).mul_(1 - b2)
+        if "exp_avg_sq" in st:
+            v = torch.mul(st["exp_avg_sq"], b2).add_(v)
+        denom = v.sqrt_().div_(math.sqrt(1 - b2**step)).add_(eps)
+        out[name] = m.mul_(-(lr / (1 - b1**step))).div_(denom)
     return out
 
 
