@@ -36,7 +36,7 @@ def _flwr() -> None:
 
 
 def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict | None = None,
-                    fraction_evaluate: float = 1.0, seed: int = 0) -> Any:
+                    fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None) -> Any:
     """pFedHN as a Flower ``Strategy`` (``flwr.serverapp.strategy.Strategy``).
 
     Args:
@@ -48,6 +48,8 @@ def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict |
             ``batch-size``, ``seed``); absent keys take :func:`pfedhn_local_update`'s defaults.
         fraction_evaluate: share of the nodes evaluated each round (each on its own weights).
         seed: the client sampling's seed.
+        min_available_nodes: the first round waits for this many nodes (None: one per
+            embedding row); node ids then map to embedding rows in sorted order.
 
     Returns:
         a ``Strategy``; ``strategy.start(grid=..., initial_arrays=ArrayRecord(), num_rounds=R)``
@@ -56,13 +58,15 @@ def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict |
     _flwr()
     from .flower_pfedhn import PFedHNStrategy
 
-    return PFedHNStrategy(server, clients_per_round=clients_per_round, inner=inner, fraction_evaluate=fraction_evaluate, seed=seed)
+    return PFedHNStrategy(server, clients_per_round=clients_per_round, inner=inner, fraction_evaluate=fraction_evaluate, seed=seed,
+                          min_available_nodes=min_available_nodes)
 
 
 def pfedhn_server_app(strategy_fn: Callable[[], Any], *, num_rounds: int, history: dict | None = None) -> Any:
     """A Flower ``ServerApp`` that runs ``strategy_fn()`` (a :func:`pfedhn_strategy`) for ``num_rounds``
     (``run_config["num-server-rounds"]`` overrides). ``history`` (a dict) receives the
-    evaluation metrics per round, ``bytes_per_round`` and the strategy itself."""
+    evaluation metrics per round, ``bytes_per_round`` and the strategy itself; with run-config
+    ``result-file`` the metrics are also written to ``<result-file>.pfedhn.json``."""
     _flwr()
     from flwr.app import ArrayRecord, Context
     from flwr.serverapp import Grid, ServerApp
@@ -79,6 +83,12 @@ def pfedhn_server_app(strategy_fn: Callable[[], Any], *, num_rounds: int, histor
             history["train"] = {r: dict(m) for r, m in result.train_metrics_clientapp.items()}
             history["bytes_per_round"] = dict(strategy.bytes_per_round)
             history["strategy"] = strategy
+        if "result-file" in context.run_config:  # deployment mode: the ServerApp runs in its own process
+            import json
+
+            with open(f"{context.run_config['result-file']}.pfedhn.json", "w") as f:
+                json.dump({"evaluate": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
+                           "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()}}, f)
 
     app.hyperdnn_main = main  # lets combined_server_app run several methods in one Flower run
     return app

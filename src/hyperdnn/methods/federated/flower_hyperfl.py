@@ -62,7 +62,6 @@ def make_hyperfl_client_app(target_fn: Callable[[], nn.Module], generate: Any, d
         return Message(RecordDict({"metrics": MetricRecord({"accuracy": correct / max(1, total), "num-examples": total})}),
                        reply_to=msg)
 
-    app.hyperdnn_main = main  # lets combined_server_app run several methods in one Flower run
     return app
 
 

@@ -8,6 +8,7 @@ Imported only through :func:`hyperdnn.methods.federated.pfedhn_strategy` and
 from __future__ import annotations
 
 import random
+import time
 from logging import INFO, WARNING
 from typing import Callable, Iterable
 
@@ -39,14 +40,14 @@ class PFedHNStrategy(Strategy):
     applies one :meth:`PFedHN.update` per reply, in node-id order (with one client a round:
     the paper's algorithm exactly). Evaluation sends every node its current weights and
     aggregates correct / total. Node ids map to embedding rows in sorted order, fixed at the
-    first round.
+    first round, once ``min_available_nodes`` nodes (default: one per embedding) are connected.
 
     The ``arrays`` Flower passes between rounds are ignored: the hypernetwork lives here
     (``strategy.server.model``); the returned arrays are its state dict after the round.
     """
 
     def __init__(self, server: PFedHN, *, clients_per_round: int = 1, inner: dict | None = None,
-                 fraction_evaluate: float = 1.0, seed: int = 0) -> None:
+                 fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None) -> None:
         if not isinstance(clients_per_round, int) or clients_per_round < 1:
             raise ConfigError(f"pfedhn_strategy: clients_per_round must be an int >= 1 (got {clients_per_round!r})")
         self.server = server
@@ -57,9 +58,14 @@ class PFedHNStrategy(Strategy):
         self.node_client: dict[int, int] = {}
         self.bytes_per_round: dict[int, dict[str, int]] = {}
         self.steps: list = []
+        self.min_available_nodes = server.num_clients if min_available_nodes is None else min_available_nodes
 
     def _map(self, grid: Grid) -> list[int]:
         nodes = sorted(grid.get_node_ids())
+        while not self.node_client and len(nodes) < self.min_available_nodes:  # nodes may still be connecting
+            log(INFO, "pFedHN: waiting for nodes: %s connected (minimum %s)", len(nodes), self.min_available_nodes)
+            time.sleep(1)
+            nodes = sorted(grid.get_node_ids())
         if not self.node_client:
             if len(nodes) > self.server.num_clients:
                 raise ConfigError(f"pfedhn_strategy: {len(nodes)} nodes but the hypernetwork has "
