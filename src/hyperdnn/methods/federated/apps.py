@@ -36,7 +36,8 @@ def _flwr() -> None:
 
 
 def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict | None = None,
-                    fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None) -> Any:
+                    fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None,
+                    evaluate_every: int = 1) -> Any:
     """pFedHN as a Flower ``Strategy`` (``flwr.serverapp.strategy.Strategy``).
 
     Args:
@@ -50,6 +51,7 @@ def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict |
         seed: the client sampling's seed.
         min_available_nodes: the first round waits for this many nodes (None: one per
             embedding row); node ids then map to embedding rows in sorted order.
+        evaluate_every: evaluate every this many rounds (and after the last).
 
     Returns:
         a ``Strategy``; ``strategy.start(grid=..., initial_arrays=ArrayRecord(), num_rounds=R)``
@@ -59,7 +61,7 @@ def pfedhn_strategy(server: PFedHN, *, clients_per_round: int = 1, inner: dict |
     from .flower_pfedhn import PFedHNStrategy
 
     return PFedHNStrategy(server, clients_per_round=clients_per_round, inner=inner, fraction_evaluate=fraction_evaluate, seed=seed,
-                          min_available_nodes=min_available_nodes)
+                          min_available_nodes=min_available_nodes, evaluate_every=evaluate_every)
 
 
 def pfedhn_server_app(strategy_fn: Callable[[], Any], *, num_rounds: int, history: dict | None = None) -> Any:
@@ -132,7 +134,7 @@ def hyperfl_client_app(target_fn: Callable[[], nn.Module], generate: Any, data: 
 def hyperfl_server_app(target_fn: Callable[[], nn.Module], generate: Any, *, num_rounds: int, fraction_train: float = 1.0,
                        fraction_evaluate: float = 1.0, embed_dim: int = 64, hidden: int = 128, seed: int = 0,
                        train_config: dict | None = None, evaluate_config: dict | None = None,
-                       history: dict | None = None, min_nodes: int = 2) -> Any:
+                       history: dict | None = None, min_nodes: int = 2, evaluate_every: int = 1) -> Any:
     """HyperFL's ``ServerApp``: Flower's ``FedAvg`` (weighted by ``num-examples``) over the
     hypernetwork, starting from a hypernetwork made with ``torch.manual_seed(seed)``.
 
@@ -140,6 +142,8 @@ def hyperfl_server_app(target_fn: Callable[[], nn.Module], generate: Any, *, num
     hypernetwork (``"arrays"``) and the bytes one client receives per round. Run-config keys
     ``num-server-rounds``, ``fraction-train``, ``fraction-evaluate``, ``min-nodes`` override the
     arguments; with ``result-file`` the metrics are also written there as JSON (deployment mode).
+    Clients are evaluated every ``evaluate_every`` rounds and after the last; ``min_nodes``
+    is the number of nodes each round waits for.
     """
     _flwr()
     from .flower_hyperfl import make_server_app
@@ -150,7 +154,8 @@ def hyperfl_server_app(target_fn: Callable[[], nn.Module], generate: Any, *, num
         return shared_state(hyperfl_model(target_fn(), generate, embed_dim=embed_dim, hidden=hidden))
 
     return make_server_app(initial, num_rounds=num_rounds, fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
-                           train_config=train_config, evaluate_config=evaluate_config, history=history, min_nodes=min_nodes)
+                           train_config=train_config, evaluate_config=evaluate_config, history=history, min_nodes=min_nodes,
+                           evaluate_every=evaluate_every)
 
 
 def fedavg_client_app(target_fn: Callable[[], nn.Module], data: Callable[[Any], ClientData], *, threads: int | None = None) -> Any:
@@ -166,7 +171,8 @@ def fedavg_client_app(target_fn: Callable[[], nn.Module], data: Callable[[Any], 
 
 def fedavg_server_app(target_fn: Callable[[], nn.Module], *, num_rounds: int, fraction_train: float = 1.0,
                       fraction_evaluate: float = 1.0, seed: int = 0, train_config: dict | None = None,
-                      evaluate_config: dict | None = None, history: dict | None = None, min_nodes: int = 2) -> Any:
+                      evaluate_config: dict | None = None, history: dict | None = None, min_nodes: int = 2,
+                      evaluate_every: int = 1) -> Any:
     """FedAvg's ``ServerApp``: Flower's built-in ``FedAvg`` strategy from ``target_fn()`` made
     with ``torch.manual_seed(seed)``; ``history`` as in :func:`hyperfl_server_app`."""
     _flwr()
@@ -178,7 +184,7 @@ def fedavg_server_app(target_fn: Callable[[], nn.Module], *, num_rounds: int, fr
 
     return make_server_app(initial, num_rounds=num_rounds, fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                            train_config=train_config, evaluate_config=evaluate_config, history=history, min_nodes=min_nodes,
-                           method="fedavg")
+                           evaluate_every=evaluate_every, method="fedavg")
 
 
 def simulate(server_app: Any, client_app: Any, num_clients: int, *, workers: int = 1, verbose: bool = False) -> None:

@@ -21,6 +21,19 @@ from .hyperfl import hyperfl_evaluate, hyperfl_local_training, hyperfl_model, pr
 PRIVATE = "hyperfl-private"
 
 
+class PeriodicFedAvg(FedAvg):
+    """Flower's FedAvg, evaluating the clients only every ``every`` rounds and after round ``last``."""
+
+    def __init__(self, every: int, last: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.every, self.last = every, last
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        if server_round % self.every and server_round != self.last:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+
 def make_hyperfl_client_app(target_fn: Callable[[], nn.Module], generate: Any, data: Callable[[Context], ClientData], *,
                             embed_dim: int = 64, hidden: int = 128, threads: int | None = None) -> ClientApp:
     """See :func:`hyperdnn.methods.federated.hyperfl_client_app`."""
@@ -67,7 +80,7 @@ def make_hyperfl_client_app(target_fn: Callable[[], nn.Module], generate: Any, d
 
 def make_server_app(initial: Callable[[], dict[str, torch.Tensor]], *, num_rounds: int, fraction_train: float,
                     fraction_evaluate: float, train_config: dict | None, evaluate_config: dict | None,
-                    history: dict | None, min_nodes: int = 2, method: str = "hyperfl") -> ServerApp:
+                    history: dict | None, min_nodes: int = 2, method: str = "hyperfl", evaluate_every: int = 1) -> ServerApp:
     """A ServerApp running Flower's FedAvg from ``initial()`` (HyperFL: the hypernetwork; FedAvg: the model).
 
     Settings under ``context.run_config`` (``num-server-rounds``, ``fraction-train``,
@@ -83,8 +96,8 @@ def make_server_app(initial: Callable[[], dict[str, torch.Tensor]], *, num_round
         rounds = int(rc.get("num-server-rounds", num_rounds))
         ft = float(rc.get("fraction-train", fraction_train))
         fe = float(rc.get("fraction-evaluate", fraction_evaluate))
-        nodes = min(min_nodes, int(rc.get("min-nodes", min_nodes)))
-        strategy = FedAvg(fraction_train=ft, fraction_evaluate=fe, min_train_nodes=nodes, min_evaluate_nodes=nodes if fe > 0 else 0,
+        nodes = int(rc.get("min-nodes", min_nodes))
+        strategy = PeriodicFedAvg(evaluate_every, rounds, fraction_train=ft, fraction_evaluate=fe, min_train_nodes=1, min_evaluate_nodes=1 if fe > 0 else 0,
                           min_available_nodes=nodes)
         arrays = ArrayRecord(initial())
         result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=rounds,

@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import Result, Strategy
 from torch import nn
 
 from hyperdnn.errors import ConfigError
@@ -39,7 +39,7 @@ class PFedHNStrategy(Strategy):
     ``theta_i`` (an ``ArrayRecord`` under ``"arrays"``) and the inner-loop settings, and
     applies one :meth:`PFedHN.update` per reply, in node-id order (with one client a round:
     the paper's algorithm exactly). Evaluation sends every node its current weights and
-    aggregates correct / total. Node ids map to embedding rows in sorted order, fixed at the
+    aggregates correct / total (every ``evaluate_every`` rounds and the last). Node ids map to embedding rows in sorted order, fixed at the
     first round, once ``min_available_nodes`` nodes (default: one per embedding) are connected.
 
     The ``arrays`` Flower passes between rounds are ignored: the hypernetwork lives here
@@ -47,7 +47,8 @@ class PFedHNStrategy(Strategy):
     """
 
     def __init__(self, server: PFedHN, *, clients_per_round: int = 1, inner: dict | None = None,
-                 fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None) -> None:
+                 fraction_evaluate: float = 1.0, seed: int = 0, min_available_nodes: int | None = None,
+                 evaluate_every: int = 1) -> None:
         if not isinstance(clients_per_round, int) or clients_per_round < 1:
             raise ConfigError(f"pfedhn_strategy: clients_per_round must be an int >= 1 (got {clients_per_round!r})")
         self.server = server
@@ -59,6 +60,13 @@ class PFedHNStrategy(Strategy):
         self.bytes_per_round: dict[int, dict[str, int]] = {}
         self.steps: list = []
         self.min_available_nodes = server.num_clients if min_available_nodes is None else min_available_nodes
+        self.evaluate_every = evaluate_every
+        self.num_rounds = 0
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, **kwargs) -> Result:
+        """Flower's ``Strategy.start``; remembers ``num_rounds`` so the last round is always evaluated."""
+        self.num_rounds = num_rounds
+        return super().start(grid, initial_arrays, num_rounds, **kwargs)
 
     def _map(self, grid: Grid) -> list[int]:
         nodes = sorted(grid.get_node_ids())
@@ -106,7 +114,7 @@ class PFedHNStrategy(Strategy):
         return ArrayRecord(state), MetricRecord({"train-loss": sum(losses) / len(losses)})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        if self.fraction_evaluate <= 0:
+        if self.fraction_evaluate <= 0 or (server_round % self.evaluate_every and server_round != self.num_rounds):
             return []
         nodes = self._map(grid)
         k = max(1, int(round(len(nodes) * self.fraction_evaluate)))
