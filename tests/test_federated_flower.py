@@ -1,5 +1,6 @@
-"""Federated hypernetworks on Flower's engines: a 2-round simulation (Ray backend) of pFedHN,
-HyperFL and FedAvg with 2 clients, and deployment mode (a SuperLink and two SuperNodes as
+"""Federated hypernetworks on Flower: 2 rounds of pFedHN, HyperFL and FedAvg with 2 clients
+through Flower's strategy loop and ClientApps in one process (default) and on the simulation
+engine (Ray; slow), and deployment mode (a SuperLink and two SuperNodes as
 separate processes on 127.0.0.1, driven by ``flwr run``)."""
 
 from __future__ import annotations
@@ -19,10 +20,39 @@ import torch
 
 from hyperdnn.methods import federated as fed
 
+@pytest.fixture
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ServerApp's identity, which Flower sets in a run and Message() reads."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 1), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
 DATA = Path(os.environ.get("HYPERDNN_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
-def test_two_round_simulation_of_pfedhn_hyperfl_and_fedavg_with_two_clients() -> None:
+class InProcessGrid:
+    """Flower's ``Grid`` for one process: each message goes straight to the ``ClientApp`` with
+    the node's own ``Context`` (kept across rounds, as a SuperNode keeps it). The lightest
+    way to drive Flower's ``Strategy.start`` and real ``ClientApp``s: no Ray, no processes."""
+
+    def __init__(self, client_app, num_nodes: int) -> None:
+        from flwr.app import Context, RecordDict
+
+        self.client_app = client_app
+        self.contexts = {100 + i: Context(run_id=1, node_id=100 + i, node_config={"partition-id": i, "num-partitions": num_nodes},
+                                          state=RecordDict(), run_config={}) for i in range(num_nodes)}
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return [self.client_app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+
+
+def two_rounds(run) -> None:
+    """pFedHN, HyperFL and FedAvg(+FT), 2 rounds, 2 clients, through ``run(server_app, client_app)``."""
     data = fed.MNISTPartition(2, seed=0, data_dir=str(DATA))
     target, fe = functools.partial(fed.FederatedLeNet, n_kernels=2), fed.FederatedLeNet.FEATURE_EXTRACTOR  # small: a fast test
     hist: dict = {"pfedhn": {}, "hyperfl": {}, "fedavg": {}}
@@ -40,10 +70,11 @@ def test_two_round_simulation_of_pfedhn_hyperfl_and_fedavg_with_two_clients() ->
     client_app = fed.combined_client_app(pfedhn=fed.pfedhn_client_app(target, data),
                                          hyperfl=fed.hyperfl_client_app(target, fe, data, threads=1, embed_dim=4, hidden=16),
                                          fedavg=fed.fedavg_client_app(target, data, threads=1))
-    fed.simulate(server_app, client_app, 2, workers=2)
+    run(server_app, client_app)
     for method, h in hist.items():
         assert sorted(h["evaluate"]) == [1, 2], method
         assert all(0.0 <= m["accuracy"] <= 1.0 for m in h["evaluate"].values()), method
+        assert sorted(h["train"]) == [1, 2], method
     assert "accuracy-finetuned" in hist["fedavg"]["evaluate"][2]
     # pFedHN: the server's hypernetwork moved; each round 2 clients x the LeNet's numbers, each way
     after = server.model.state_dict()
@@ -55,6 +86,23 @@ def test_two_round_simulation_of_pfedhn_hyperfl_and_fedavg_with_two_clients() ->
     keys = set(hist["hyperfl"]["arrays"])
     assert keys == set(fed.shared_state(fed.hyperfl_model(target(), fe, embed_dim=4, hidden=16)))
     assert not any("inputs.table" in k or k.startswith("target.") for k in keys)
+
+
+def test_two_rounds_of_every_method_through_flowers_strategy_loop_and_client_apps(flower_task: None) -> None:
+    from flwr.app import Context, RecordDict
+
+    def run(server_app, client_app) -> None:
+        grid = InProcessGrid(client_app, 2)
+        server_app.hyperdnn_main(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}))
+
+    two_rounds(run)
+
+
+@pytest.mark.slow
+def test_two_round_simulation_on_flowers_ray_engine() -> None:
+    """About 50 s on 2 shared cores (Ray's start and its worker processes), hence slow; the
+    in-process test above runs the same apps by default."""
+    two_rounds(lambda server_app, client_app: fed.simulate(server_app, client_app, 2, workers=2))
 
 
 def _free_port() -> int:

@@ -120,7 +120,9 @@ def hyperfl_client_app(target_fn: Callable[[], nn.Module], generate: Any, data: 
     Args:
         target_fn: makes the client network; generate: its feature-extractor selector.
         data: ``context -> ClientData``.
-        embed_dim, hidden: as :func:`hyperfl_model`; threads: torch threads in the client.
+        embed_dim: as :func:`hyperfl_model`.
+        hidden: as :func:`hyperfl_model`.
+        threads: torch threads in the client (None: leave as is).
 
     Train-message config keys: ``local-epochs``, ``batch-size``, ``lr``, ``lr-classifier``,
     ``max-steps``, ``seed``.
@@ -228,6 +230,7 @@ def combined_server_app(*apps: Any) -> Any:
         for a in apps:
             a.hyperdnn_main(grid, context)
 
+    app.hyperdnn_main = main
     return app
 
 

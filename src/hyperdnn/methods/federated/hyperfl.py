@@ -68,8 +68,13 @@ def hyperfl_local_training(model: HyperDNN, x: Tensor, y: Tensor, *, local_epoch
     Args:
         model: from :func:`hyperfl_model`, holding the received hypernetwork.
         x: ``(n, ...)`` local inputs; y: ``(n,)`` labels.
-        local_epochs, batch_size, lr, lr_classifier, momentum, weight_decay, clip: the
-            authors' settings (5, 50, 0.02, 0.1, 0.5, 5e-4, 50).
+        local_epochs: epochs of the hypernetwork and embedding (authors: 5).
+        batch_size: minibatch size (50).
+        lr: the hypernetwork's and embedding's SGD learning rate (0.02).
+        lr_classifier: the classifier's SGD learning rate (0.1).
+        momentum: SGD momentum of both phases (0.5).
+        weight_decay: SGD weight decay of both phases (5e-4).
+        clip: max gradient norm, applied to the hypernetwork and to the embedding separately (50).
         max_steps: cap on the minibatches of each epoch (None: a full pass), to scale runs down.
         generator: the random source of the epoch orders.
 

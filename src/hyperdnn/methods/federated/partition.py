@@ -45,7 +45,8 @@ def pathological_shares(num_clients: int, num_classes: int = 10, classes_per_cli
         num_classes: number of classes ``K`` (10 for MNIST).
         classes_per_client: classes per client, ``1 <= c <= K`` (pFedHN: 2 for CIFAR-10).
         generator: the random source (None: the global one).
-        low, high: range of the unnormalised slot sizes (pFedHN: 0.4, 0.6).
+        low: smallest unnormalised slot size (pFedHN: 0.4).
+        high: largest unnormalised slot size (pFedHN: 0.6).
 
     Returns:
         ``(N, K)`` float64 shares; row ``i`` has exactly ``c`` non-zero entries.

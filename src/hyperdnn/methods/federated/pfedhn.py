@@ -37,9 +37,10 @@ def pfedhn_model(target: nn.Module, num_clients: int, *, embed_dim: int | None =
         target: the clients' network (every parameter is generated).
         num_clients: rows of the embedding table (training clients plus any novel ones).
         embed_dim: embedding width (None: ``int(1 + num_clients / 4)``, the authors' default).
-        hidden, n_hidden: the MLP has ``n_hidden + 1`` layers of width ``hidden`` (the
-            authors' ``CNNHyper``: ``Linear(embed, 100)`` and ``n_hidden=3`` more; ours also
-            puts a ReLU after the last one, before the heads).
+        hidden: the MLP's width (100).
+        n_hidden: the MLP has ``n_hidden + 1`` layers (the authors' ``CNNHyper``:
+            ``Linear(embed, 100)`` and ``n_hidden=3`` more; ours also puts a ReLU after the
+            last one, before the heads).
     """
     dim = int(1 + num_clients / 4) if embed_dim is None else embed_dim
     import hyperdnn as hd
@@ -68,7 +69,8 @@ class PFedHN:
             from :func:`pfedhn_model`.
         lr: the hypernetwork's SGD learning rate (1e-2).
         embed_lr: the embeddings' learning rate (None: ``lr``).
-        momentum, weight_decay: SGD's (0.9, 1e-3).
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay (1e-3).
         clip: max norm of the update before the step (50; None: none).
 
     Novel clients (pFedHN's generalisation experiment) have embedding rows that training
@@ -178,7 +180,12 @@ def pfedhn_local_update(target: nn.Module, weights: dict[str, Tensor], x: Tensor
         target: a network of the target's architecture (its parameters are overwritten).
         weights: ``theta`` as ``{name: tensor}`` (every parameter of ``target``).
         x: ``(n, ...)`` local inputs; y: ``(n,)`` labels.
-        steps, lr, momentum, weight_decay, batch_size, clip: the inner SGD's settings.
+        steps: inner SGD steps (authors: 50).
+        lr: inner learning rate (5e-3).
+        momentum: inner momentum (0.9).
+        weight_decay: inner weight decay (5e-5).
+        batch_size: minibatch size (64).
+        clip: max gradient norm (50; None: none).
         generator: the random source of the minibatches.
 
     Returns:
