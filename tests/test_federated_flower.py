@@ -184,3 +184,21 @@ def test_deployment_mode_superlink_and_two_supernodes_run_two_rounds(tmp_path: P
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.slow
+def test_federated_mnist_recipe_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
+    """About a minute (one start of the Ray engine); the table, both figures and every phase."""
+    from hyperdnn.experiments.recipes import get_recipe
+    from hyperdnn.experiments.runs import run_recipe
+
+    r = get_recipe("federated-mnist")
+    cfg = r.config(clients=4, novel_clients=1, rounds=2, clients_per_round=2, eval_every=1, local_steps=3, hyperfl_max_steps=2,
+                   finetune_steps=2, novel_rounds=2, attack_images=1, attack_steps=3)
+    res = run_recipe(r, cfg, out_dir=tmp_path, show_progress=False, print_tables=False, checkpoint_every=0, threads=1,
+                     data_dir=str(DATA))
+    out = res.results
+    assert set(out["final_accuracy"]) == {"pFedHN", "HyperFL", "FedAvg", "FedAvg+FT", "Local"}
+    assert all(0 <= v <= 100 for v in out["final_accuracy"].values())
+    assert out["bytes_per_round"]["HyperFL"] > out["bytes_per_round"]["FedAvg"] > 0 == out["bytes_per_round"]["Local"]
+    assert (res.run_dir / "federated_accuracy.png").exists() and (res.run_dir / "federated_inversion.png").exists()
