@@ -132,23 +132,25 @@ serverapp = "hyperdnn.methods.federated.deployment:server_app"
 clientapp = "hyperdnn.methods.federated.deployment:client_app"
 
 [tool.flwr.app.config]
-method = "fedavg"
+method = "{method}"
 num-server-rounds = 2
 min-nodes = 2
 local-steps = 5
+max-steps = 2
 data-dir = "{data}"
 result-file = "{result}"
 """
 
 
 @pytest.mark.slow
-def test_deployment_mode_superlink_and_two_supernodes_run_two_rounds(tmp_path: Path) -> None:
-    """Over a minute on 2 shared cores: every message starts a ClientApp process (torch, MNIST)."""
+@pytest.mark.parametrize("method", ["pfedhn", "hyperfl", "fedavg"])
+def test_deployment_mode_superlink_and_two_supernodes_run_two_rounds(method: str, tmp_path: Path) -> None:
+    """About 2.5 min each on 2 shared cores: every message starts a ClientApp process (torch, MNIST)."""
     bindir = Path(sys.executable).parent
     app = tmp_path / "app"
     app.mkdir()
     result = tmp_path / "result"
-    (app / "pyproject.toml").write_text(APP_TOML.format(data=DATA, result=result))
+    (app / "pyproject.toml").write_text(APP_TOML.format(method=method, data=DATA, result=result))
     home = tmp_path / "flwr-home"
     home.mkdir()
     link, n0, n1 = _free_port(), _free_port(), _free_port()
@@ -170,7 +172,7 @@ def test_deployment_mode_superlink_and_two_supernodes_run_two_rounds(tmp_path: P
                              capture_output=True, text=True, timeout=900)
         out = run.stdout + run.stderr
         # flwr run may exit 0 after a failed app sync or a crashed ServerApp: judge by the result file
-        path = Path(f"{result}.fedavg.json")
+        path = Path(f"{result}.{method}.json")
         assert path.exists(), f"no result file; flwr run exited {run.returncode}:\n{out[-3000:]}"
         res = json.loads(path.read_text())
         assert sorted(res["evaluate"]) == ["1", "2"]
