@@ -1,0 +1,43 @@
+"""Graph hypernetworks: predict the parameters of unseen architectures (GHN-2, LoGAH).
+
+| file | what |
+|---|---|
+| graph.py | ``graph_of``: a model's fx graph (nodes, edges, virtual edges); ``module_chain_graph`` |
+| gnn.py | ``GatedGNN``: GHN-2's forward/backward gated message passing |
+| decoder_tiled.py | ``TiledDecoder``: GHN-2's fixed block, sliced and tiled |
+| decoder_lowrank.py | ``LowRankDecoder``: LoGAH's ``A B^T`` with blocks of ``A`` and ``B`` |
+| normalize.py | GHN-2's fan-in normalisation of predicted parameters |
+| ghn.py | ``GraphHyperNetwork``: graph in, ``{name: Tensor | Factored}`` out |
+| predict.py | ``predict_into`` (initialise a model), ``run_with`` (a call with predicted parameters) |
+| samplers.py | architecture spaces: MLP/CNN/ResNet for MNIST, tiny GPT-2-style char LMs |
+| meta_batch.py | ``GHNTraining``: GHN-2's meta-batched training step and evaluation |
+"""
+
+from .decoder_lowrank import LowRankDecoder, block_codes
+from .decoder_tiled import TiledDecoder, tile_to
+from .ghn import GraphHyperNetwork
+from .gnn import GatedGNN, schedule
+from .graph import KINDS, GraphNode, ModelGraph, graph_of, module_chain_graph, module_kind
+from .normalize import fan_in, normalize
+from .predict import predict_into, run_with, write_params
+
+__all__ = [
+    "GatedGNN",
+    "GraphHyperNetwork",
+    "GraphNode",
+    "KINDS",
+    "LowRankDecoder",
+    "ModelGraph",
+    "TiledDecoder",
+    "block_codes",
+    "fan_in",
+    "graph_of",
+    "module_chain_graph",
+    "module_kind",
+    "normalize",
+    "predict_into",
+    "run_with",
+    "schedule",
+    "tile_to",
+    "write_params",
+]
