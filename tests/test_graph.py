@@ -190,3 +190,9 @@ def test_module_chain_graph_on_the_meta_device():
     assert summary(g) == [("input", ()), ("param", ("pos",)), ("embedding", ("emb.weight",)),
                           ("linear", ("fc.weight", "fc.bias")), ("output", ())]
     assert g.edges == ((0, 1), (1, 2), (2, 3), (3, 4))
+
+
+def test_a_hand_made_graph_must_be_topologically_numbered():
+    nodes = tuple(GraphNode(str(i), "other") for i in range(3))
+    with pytest.raises(ConfigError, match=r"lower to a higher node index .*\(got \[\(2, 1\)\]\)"):
+        ModelGraph(nodes, ((0, 2), (2, 1)))

@@ -110,6 +110,10 @@ class ModelGraph:
     _succ: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        bad = [(s, d) for s, d in self.edges if not 0 <= s < d < len(self.nodes)]
+        if bad:
+            raise ConfigError(f"ModelGraph: edges must go from a lower to a higher node index below {len(self.nodes)} "
+                              f"(nodes in topological order) (got {bad[:3]})")
         succ: list[list[int]] = [[] for _ in self.nodes]
         for s, d in self.edges:
             succ[s].append(d)
