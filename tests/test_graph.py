@@ -196,3 +196,20 @@ def test_a_hand_made_graph_must_be_topologically_numbered():
     nodes = tuple(GraphNode(str(i), "other") for i in range(3))
     with pytest.raises(ConfigError, match=r"lower to a higher node index .*\(got \[\(2, 1\)\]\)"):
         ModelGraph(nodes, ((0, 2), (2, 1)))
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.head(self.emb(idx))
+
+
+def test_a_tied_tensor_is_owned_once_under_its_first_name():
+    for g in (graph_of(Tied()), module_chain_graph(Tied())):
+        assert [n for n in g.param_names()] == [n for n, _ in Tied().named_parameters()] == ["emb.weight"]
+        assert [n.kind for n in g.nodes if n.params] == ["embedding"]

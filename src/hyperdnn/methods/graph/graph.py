@@ -240,6 +240,11 @@ def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = ()) -> ModelGra
     return _from_fx(model, traced)
 
 
+def _resolve(model: nn.Module, target: str) -> object:
+    owner, _, attr = target.rpartition(".")
+    return getattr(model.get_submodule(owner), attr, None)
+
+
 def _shape_nodes(traced: fx.Graph) -> set[fx.Node]:
     """The nodes that compute shapes, not tensors (``x.shape``, ``x.size(0)``, ``d // heads``, ...).
 
@@ -265,6 +270,7 @@ def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
     edges: list[tuple[int, int]] = []
     owned: set[str] = set()
     params = dict(model.named_parameters())
+    canonical = {id(p): n for n, p in params.items()}
     meta = _shape_nodes(traced)
     for node in traced.nodes:
         if node in meta:
@@ -279,11 +285,14 @@ def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
             module = str(node.target)
             sub = model.get_submodule(module)
             kind, cls = module_kind(sub), type(sub).__name__
-            names = [f"{module}.{n}" for n, _ in sub.named_parameters()]
-            own = tuple((n, tuple(params[n].shape)) for n in names if n not in owned)
+            # A tied tensor (e.g. an LM head sharing the embedding) goes by its first name, as in named_parameters().
+            names = [canonical[id(p)] for _, p in sub.named_parameters()]
+            own = tuple((n, tuple(params[n].shape)) for n in dict.fromkeys(names) if n not in owned)
         elif node.op == "get_attr":
             kind = "param"
             name = str(node.target)
+            attr = _resolve(model, name)
+            name = canonical.get(id(attr), name)
             if name in params and name not in owned:
                 own = ((name, tuple(params[name].shape)),)
         elif node.op == "call_method":
@@ -321,8 +330,11 @@ def module_chain_graph(model: nn.Module) -> ModelGraph:
     if not isinstance(model, nn.Module):
         raise HDTypeError(f"module_chain_graph: model must be a torch.nn.Module (got {type(model).__name__})")
     nodes = [GraphNode("input", "input")]
+    seen: set[int] = set()
     for path, mod in model.named_modules():
-        direct = [(f"{path}.{n}" if path else n, tuple(p.shape)) for n, p in mod.named_parameters(recurse=False)]
+        # A tied tensor belongs to the first module that holds it, as in named_parameters().
+        direct = [(f"{path}.{n}" if path else n, tuple(p.shape)) for n, p in mod.named_parameters(recurse=False)
+                  if id(p) not in seen and not seen.add(id(p))]
         if not direct:
             continue
         leaf = not any(True for _ in mod.children())
