@@ -84,8 +84,7 @@ def limit_predict(ghn: nn.Module, graph, model: nn.Module, embeddings: Tensor) -
             a = dec.mlp_a(e + block_codes(math.ceil(rows / BLOCK), DIM)).reshape(-1, RANK)[:rows]
             b = dec.mlp_b(e + block_codes(math.ceil(cols / BLOCK), DIM)).reshape(-1, RANK)[:cols]
             fan = shape[0] if node.cls == "Conv1D" else cols
-            torch.matmul(a, b.T, out=p.view(rows, cols))
-            p.mul_(math.sqrt(1.0 / (fan * RANK)))
+            torch.matmul(a * math.sqrt(1.0 / (fan * RANK)), b.T, out=p.view(rows, cols))
 
 
 def param_embeddings(ghn: nn.Module, graph) -> Tensor:

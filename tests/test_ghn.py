@@ -12,6 +12,8 @@ from torch import nn
 
 from hyperdnn.errors import ConfigError, ShapeError
 from hyperdnn.factored import Factored
+from hyperdnn.methods.graph.gnn import schedule
+from hyperdnn.methods.graph.normalize import fan_in_normalize as normalize
 from hyperdnn.methods.graph import (
     GatedGNN,
     GraphHyperNetwork,
@@ -20,10 +22,8 @@ from hyperdnn.methods.graph import (
     ModelGraph,
     TiledDecoder,
     block_codes,
-    normalize,
     predict_into,
     run_with,
-    schedule,
     tile_to,
     write_params,
 )

@@ -17,7 +17,7 @@ from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.experiments.recipes import get_recipe
 from hyperdnn.experiments.runs import run_recipe
 from hyperdnn.methods.graph import GraphHyperNetwork, LowRankDecoder, graph_of
-from hyperdnn.methods.graph.meta_batch import GHNTraining, accuracy, batch_stats_copy
+from hyperdnn.methods.graph.meta_batch import GHNTraining
 from hyperdnn.methods.graph.samplers import CharGPTArch, CharGPTSpace, MnistArch, MnistArchSpace
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
     h_v^0 = Emb(kind_v) + ShapeEnc(shape of v's first parameter)
     h     = LayerNorm(GatedGNN(h^0))                       forward + backward sweeps
     e_p   = h_v + ShapeEnc_p(shape_p) + Role(p)            for each parameter p of node v
-    theta_p = normalize(Decoder(e_p, shape_p))             fan-in normalisation
+    theta_p = fan_in_normalize(Decoder(e_p, shape_p))      fan-in normalisation
 
 The shape encoder reads ``log2`` of the 4-d padded shape through a linear map (GHN-2
 looks shapes up in a table of the sizes seen in training; a continuous code reaches
@@ -26,8 +26,8 @@ from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.factored import Factored
 
 from .gnn import GatedGNN, Sweep, schedule
-from .graph import KINDS, ModelGraph, graph_of
-from .normalize import normalize
+from .graph import NODE_KINDS, ModelGraph, graph_of
+from .normalize import fan_in_normalize
 
 _ROLES = ("weight", "vector", "bias")
 
@@ -69,7 +69,7 @@ class GraphHyperNetwork(nn.Module):
             raise ConfigError(f"GraphHyperNetwork: dim >= 2, s_max >= 1 and steps >= 1 are required "
                               f"(got dim={dim}, s_max={s_max}, steps={steps})")
         self.dim, self.s_max = dim, s_max
-        self.embed = nn.Embedding(len(KINDS), dim)
+        self.embed = nn.Embedding(len(NODE_KINDS), dim)
         self.shape_enc = nn.Linear(5, dim)
         self.param_shape_enc = nn.Linear(5, dim)
         self.role = nn.Embedding(len(_ROLES), dim)
@@ -101,7 +101,7 @@ class GraphHyperNetwork(nn.Module):
         kinds, shapes, has, batched, offset = [], [], [], [], 0
         for g, es in zip(graphs, edges):
             for node in g.nodes:
-                kinds.append(KINDS.index(node.kind))
+                kinds.append(NODE_KINDS.index(node.kind))
                 shapes.append(node.params[0][1] if node.params else ())
                 has.append(bool(node.params))
             batched.extend((u + offset, v + offset, s) for u, v, s in es)
@@ -162,5 +162,5 @@ class GraphHyperNetwork(nn.Module):
             node = graph.nodes[node_of[j]]
             relu_next = any(graph.nodes[s].kind == "relu" for s in graph.successors(node_of[j]))
             raw = self.decoder(e[j], tuple(shape))
-            out[name] = normalize(raw, name, module_class=node.cls, beta=2.0 if relu_next else 1.0)
+            out[name] = fan_in_normalize(raw, name, module_class=node.cls, beta=2.0 if relu_next else 1.0)
         return out

@@ -30,7 +30,7 @@ from torch import fx, nn
 from hyperdnn.errors import ConfigError, HDTypeError
 
 # The operation kinds a node can have (the GHN's node-type vocabulary). "other" covers the rest.
-KINDS: tuple[str, ...] = (
+NODE_KINDS: tuple[str, ...] = (
     "input", "output", "param", "linear", "conv", "batch_norm", "layer_norm", "group_norm", "embedding",
     "attention", "relu", "gelu", "tanh", "sigmoid", "silu", "softmax", "add", "mul", "matmul", "cat",
     "pool", "reshape", "select", "dropout", "other",
@@ -80,7 +80,7 @@ class GraphNode:
 
     Attributes:
         name: the fx node's name (or the module path in a chain graph).
-        kind: one of :data:`KINDS`.
+        kind: one of :data:`NODE_KINDS`.
         module: path of the module the node calls (``""`` for the root), ``None`` for other nodes.
         params: ``((parameter name, shape), ...)`` of the parameters this node owns, in the
             module's order, full names as in ``model.named_parameters()``.

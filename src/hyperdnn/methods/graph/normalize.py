@@ -25,7 +25,7 @@ def fan_in(shape: tuple[int, ...], module_class: str = "") -> int:
     return shape[0] if module_class == "Conv1D" else math.prod(shape[1:])
 
 
-def normalize(p: Tensor | Factored, name: str, *, module_class: str = "", beta: float = 1.0) -> Tensor | Factored:
+def fan_in_normalize(p: Tensor | Factored, name: str, *, module_class: str = "", beta: float = 1.0) -> Tensor | Factored:
     """A raw predicted tensor normalised as GHN-2 does.
 
     Args:

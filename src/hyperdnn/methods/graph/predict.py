@@ -52,10 +52,8 @@ def write_params(model: nn.Module, theta: dict[str, Tensor | Factored]) -> nn.Mo
             raise ConfigError(f"write_params: parameter {name!r} is on the meta device; call "
                               "model.to_empty(device=...) first")
         if isinstance(w, Factored) and w.groups is None and w.base is None:
-            # W = scale * A B^T formed in the parameter's own storage.
-            torch.matmul(w.a.to(p), w.b.to(p).T, out=p.view(p.shape[0], -1))
-            if w.scale != 1.0:
-                p.mul_(w.scale)
+            # W = (scale A) B^T formed in the parameter's own storage: one pass over W (the scale on the small A).
+            torch.matmul(w.a.to(p) * w.scale, w.b.to(p).T, out=p.view(p.shape[0], -1))
         else:
             p.copy_(w.dense() if isinstance(w, Factored) else w)
     return model
