@@ -175,3 +175,21 @@ def test_ghn_mnist_config_checks() -> None:
         r.config(held_depths=(3, 6))
     with pytest.raises(ConfigError, match="tiled_block must have 4 sizes"):
         r.config(tiled_block=(8, 8))
+
+
+def test_ghn_charlm_short_on_a_small_corpus(tmp_path: Path) -> None:
+    text = tmp_path / "tiny.txt"
+    text.write_text("in the beginning was the word, and the word was with god. " * 40)
+    r = get_recipe("ghn-charlm")
+    cfg = dict(corpus=str(text), steps=2, meta_batch=2, batch_size=4, context=16, held_out=1, finetune_steps=2,
+               eval_every=1, eval_windows=4, dim=8, rank=2, block=8, hidden=8, tiled_block=(8, 8, 1, 1))
+    res = run_recipe(r, r.config(**cfg), out_dir=tmp_path / "runs", **KW)
+    out = res.results
+    assert (res.run_dir / "finetune_curves.png").is_file()
+    assert out["finetune_points"] == [0, 1, 2]
+    assert set(out["finetune_curves"]) == {"default init", "lowrank", "tiled"}
+    # Bits per character of any model on this text: finite and below log2(vocab) + a margin at init.
+    for curves in out["finetune_curves"].values():
+        assert all(0 < v < 10 for v in curves[0])
+    with pytest.raises(ConfigError, match="held-out layers .* must exceed"):
+        r.config(held_layers=(2, 3))

@@ -55,19 +55,21 @@ class Config:
     hidden: int = field(default=64, metadata={"help": "hidden width of both decoders' MLPs"})
     tiled_block: tuple[int, ...] = field(default=(32, 32, 5, 5), metadata={"help": "GHN-2 decoder's block (c_out, c_in, k, k)"})
     decoders: tuple[str, ...] = field(default=DECODERS, metadata={"help": "which of lowrank,tiled to train"})
-    held_out: int = field(default=6, metadata={"help": "held-out architectures (deeper and wider than training ones)"})
+    held_out: int = field(default=4, metadata={"help": "held-out architectures (deeper and wider than training ones)"})
     held_depths: tuple[int, ...] = field(default=(6, 8), metadata={"help": "depths of the held-out architectures"})
     held_widths: tuple[int, ...] = field(default=(64, 96), metadata={"help": "widths of the held-out architectures"})
-    finetune_steps: int = field(default=200, metadata={"help": "Adam steps of fine-tuning on each held-out architecture"})
+    held_kernels: tuple[int, ...] = field(default=(3,), metadata={"help": "conv kernel sizes of the held-out architectures"})
+    finetune_steps: int = field(default=100, metadata={"help": "Adam steps of fine-tuning on each held-out architecture"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate of fine-tuning"})
-    eval_every: int = field(default=25, metadata={"help": "fine-tuning steps between two evaluations of the curve"})
+    finetune_batch: int = field(default=32, metadata={"help": "images per fine-tuning step"})
+    eval_every: int = field(default=20, metadata={"help": "fine-tuning steps between two evaluations of the curve"})
     train_subset: int = field(default=0, metadata={"help": "train on the first N training images only (0: all 60,000)"})
-    test_subset: int = field(default=2000, metadata={"help": "evaluate on the first N test images (0: all 10,000)"})
+    test_subset: int = field(default=1000, metadata={"help": "evaluate on the first N test images (0: all 10,000)"})
 
     def __post_init__(self) -> None:
         part = "ghn-mnist"
         for name in ("steps", "meta_batch", "batch_size", "dim", "s_max", "rank", "block", "hidden", "held_out",
-                     "eval_every"):
+                     "eval_every", "finetune_batch"):
             positive(part, name, getattr(self, name))
         for name in ("finetune_steps", "train_subset", "test_subset"):
             non_negative(part, name, getattr(self, name))
@@ -76,6 +78,7 @@ class Config:
         positive_ints(part, "tiled_block", self.tiled_block)
         positive_ints(part, "held_depths", self.held_depths)
         positive_ints(part, "held_widths", self.held_widths)
+        positive_ints(part, "held_kernels", self.held_kernels)
         if len(self.tiled_block) != 4:
             raise ConfigError(f"ghn-mnist: tiled_block must have 4 sizes (c_out, c_in, k, k) (got {self.tiled_block})")
         self.decoders = some_of(part, "decoders", self.decoders, DECODERS)
@@ -104,7 +107,8 @@ def _indices(seed: int, job: int, step: int, n: int, batch: int) -> Tensor:
 
 
 def held_out_archs(cfg: Config, seed: int) -> list[MnistArch]:
-    space = MnistArchSpace(depths=tuple(cfg.held_depths), widths=tuple(cfg.held_widths), skip_prob=0.5)
+    space = MnistArchSpace(depths=tuple(cfg.held_depths), widths=tuple(cfg.held_widths),
+                           kernels=tuple(cfg.held_kernels), skip_prob=0.5)
     gen = torch.Generator().manual_seed(seed + 99)
     return [space.sample(gen) for _ in range(cfg.held_out)]
 
@@ -122,7 +126,7 @@ def _finetune(model: nn.Module, cfg: Config, seed: int, job: int, data: tuple[Te
     opt = torch.optim.Adam(model.parameters(), lr=cfg.finetune_lr)
     curve = [accuracy(batch_stats_copy(model), xte, yte)]
     for step in range(cfg.finetune_steps):
-        idx = _indices(seed, job, step, len(xtr), cfg.batch_size).to(xtr.device)
+        idx = _indices(seed, job, step, len(xtr), cfg.finetune_batch).to(xtr.device)
         loss = F.cross_entropy(model.train()(xtr[idx]), ytr[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,7 +150,7 @@ def _plot(ctx: RunContext, cfg: Config, steps: list[int], curves: dict[str, list
         label = {"lowrank": "LoGAH low-rank prediction", "tiled": "GHN-2 tiled prediction"}.get(name, name)
         ax.plot(steps, mean, color=colors[name], label=label, linewidth=1.5)
         ax.fill_between(steps, t.min(0).values, t.max(0).values, color=colors[name], alpha=0.12)
-    ax.set_xlabel("fine-tuning steps (Adam, batch %d)" % cfg.batch_size)
+    ax.set_xlabel("fine-tuning steps (Adam, batch %d)" % cfg.finetune_batch)
     ax.set_ylabel("MNIST test accuracy (%%), mean of %d held-out archs" % cfg.held_out)
     ax.set_title("held-out architectures (deeper and wider than training); band: min-max", fontsize=9)
     ax.grid(alpha=0.3)

@@ -215,7 +215,7 @@ class CharGPTSpace:
 
     vocab: int
     layers: tuple[int, ...] = (1, 2)
-    widths: tuple[int, ...] = (32, 48, 64)
+    widths: tuple[int, ...] = (32, 48)
     heads: tuple[int, ...] = (1, 2, 4)
     context: int = 64
 
