@@ -21,7 +21,6 @@ DARTS-style cells; this is a CPU-sized analogue, not a reproduction of its numbe
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
