@@ -213,8 +213,6 @@ def test_target_modules_matching_nothing_names_the_nearest_modules() -> None:
         find_sites(base, LoraTargets(target_modules=("quer", "value")))
     with pytest.raises(ConfigError, match="LayerNorm, only nn.Linear|only nn.Linear"):
         find_sites(base, LoraTargets(target_modules=("LayerNorm",)))
-    with pytest.raises(ConfigError, match="lora_dropout"):
-        lora_model(base, LoraTargets(target_modules=("query",), lora_dropout=0.1))
     with pytest.raises(ConfigError, match="r must be"):
         LoraTargets(r=0)
     model = lora_model(base, QKVD, inputs=hd.TaskEmbedding(3, 8))

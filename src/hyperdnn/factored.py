@@ -37,6 +37,10 @@ class Factored:
         base: ``None`` (zero), or a tensor of ``shape`` (shared by all groups) or
             ``(G, *shape)``.
         scale: multiplier of the low-rank part.
+        dropout: probability of dropout on the input of the low-rank branch in training
+            mode (PEFT's ``lora_dropout``): ``W0 x + scale * A (B^T dropout(x))``. Only the
+            Linear and Conv paths apply it; a path that must form ``W`` refuses a value > 0
+            in training (the dropout is not a property of ``W``).
 
     Example:
         >>> f = Factored(torch.randn(3, 2), torch.randn(4, 2), (3, 4))
@@ -49,6 +53,7 @@ class Factored:
     shape: tuple[int, ...]
     base: Tensor | None = None
     scale: float = 1.0
+    dropout: float = 0.0
 
     @property
     def groups(self) -> int | None:
@@ -73,7 +78,7 @@ class Factored:
         """``base + scale * self`` (the additive output's composition), still factored."""
         if self.base is not None:
             base = base + scale * self.base
-        return Factored(self.a, self.b, self.shape, base, scale * self.scale)
+        return Factored(self.a, self.b, self.shape, base, scale * self.scale, self.dropout)
 
     def parts(self) -> dict[str, Tensor]:
         """The tensors it holds, by role (for finiteness checks and inspection)."""
@@ -90,6 +95,8 @@ class Factored:
     def __post_init__(self) -> None:
         # Internal contract between output strategies and target paths: a wrong
         # shape here is a bug in a strategy, and it must not pass silently.
+        if not 0.0 <= self.dropout < 1.0:
+            raise ShapeError(f"Factored: dropout must be in [0, 1) (got {self.dropout!r})")
         fan_in = math.prod(self.shape[1:])
         if self.a.shape[-2] != self.shape[0] or self.b.shape[-2] != fan_in or self.a.shape[-1] != self.b.shape[-1]:
             raise ShapeError(
@@ -100,6 +107,24 @@ class Factored:
 def dense(w: Tensor | Factored) -> Tensor:
     """A generated value as one tensor (``Factored`` values are formed, tensors pass through)."""
     return w.dense() if isinstance(w, Factored) else w
+
+
+def dense_for(module: "torch.nn.Module", w: Tensor | Factored) -> Tensor:
+    """``w`` formed as one tensor for ``module``, whose path needs ``W`` itself.
+
+    Raises:
+        ConfigError: ``w`` carries dropout on its low-rank branch and ``module`` is in
+            training mode (forming ``W`` would drop the dropout silently).
+    """
+    if isinstance(w, Factored) and w.dropout > 0 and module.training:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"{type(module).__name__}: a factored weight with dropout={w.dropout} on its low-rank branch "
+            "(lora_dropout) runs only in nn.Linear and ungrouped nn.Conv layers in training mode; "
+            "use dropout 0 for this module or call model.eval()"
+        )
+    return dense(w)
 
 
 def densify(theta: dict[str, Tensor | Factored]) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from .batched import call_batched, repeat_groups
-from .batched.members import has_training_batchnorm, members_per_call, one_group, take_groups
+from .batched.members import has_training_batchnorm, members_per_call, one_group, one_set_as_group, take_groups
 from .conditioning import Condition
 from .dynamic_target import DynamicTargets, TargetView, module_kinds, pop_target
 from .errors import ConfigError, HDTypeError, NonFiniteWeightsError, ShapeError
@@ -178,7 +178,7 @@ class HyperDNN(nn.Module):
         cond = self.hypernetwork.condition(x, **conditions)
         theta = self._generate(cond.z, entry)
         if cond.mode == "static":
-            return slots.run(densify(theta), args, kwargs)
+            return self._run_static(slots, theta, args, kwargs)
         if cond.mode == "per_sample":
             groups = cond.z.shape[0]
             self._check_batch(args, groups)
@@ -203,7 +203,7 @@ class HyperDNN(nn.Module):
         groups = check_weights(self.spec if entry is None else entry.spec, weights)
         all_args = (x, *args)
         if groups is None:
-            return slots.run(densify(weights), all_args, kwargs)
+            return self._run_static(slots, weights, all_args, kwargs)
         rows = None
         if isinstance(x, Tensor):
             bd = self.batch_dim
@@ -214,6 +214,19 @@ class HyperDNN(nn.Module):
                     f"the {groups} weight sets"
                 )
         return call_batched(slots, weights, groups, all_args, kwargs, self.batch_dim, rows=rows)
+
+    def _run_static(self, slots: WeightSlots, theta: dict[str, Any], args: tuple, kwargs: dict) -> Any:
+        """One weight set: the target's own forward on formed weights, except in training with a
+        factored weight that drops its low-rank branch's input (``Factored.dropout``), which only
+        the factored Linear/Conv paths can do: then one group through :func:`call_batched`."""
+        dropping = self.training and any(isinstance(v, Factored) and v.dropout > 0 for v in theta.values())
+        if not dropping:
+            return slots.run(densify(theta), args, kwargs)
+        one = {n: one_set_as_group(v) for n, v in theta.items()}
+        x = args[0] if args else None
+        bd = self.batch_dim
+        rows = x.shape[bd] if isinstance(x, Tensor) and x.dim() > bd else None
+        return call_batched(slots, one, 1, args, kwargs, bd, rows=rows)
 
     def _check_target_keywords(self, kwargs: dict[str, Any]) -> None:
         params, open_ended = self._target_keywords

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ShapeError
-from ..factored import Factored, dense
+from ..factored import Factored, dense, dense_for
 from ..weight_slots import WeightSlots
 from .fallback import vmap_rule
 from .norm import batch_norm
@@ -122,7 +122,7 @@ def call_batched(
     for mod, rule, local in _plan(slots.target, list(full), per_group_stats):
         weights = {loc: full[name] for name, loc in local.items()}
         if rule not in FACTORED_RULES:
-            weights = {k: dense(v) for k, v in weights.items()}
+            weights = {k: dense_for(mod, v) for k, v in weights.items()}
         for name, loc in local.items():
             in_slots[name] = weights[loc]
         forwards.append((mod, _bind(rule, mod, weights, groups, batch_dim, rows)))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
-from ..factored import Factored
+from ..factored import Factored, dense_for
 from ._util import get, groups_back, groups_first
 
 
@@ -24,7 +24,7 @@ def linear(mod: nn.Linear, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
     bias, bias_b = get(mod, w, "bias")
     xg, moved = groups_first(x, groups, batch_dim)  # (G, n*, in)
     if isinstance(weight, Factored):
-        y, bias_done = _factored_linear(weight, xg, None if bias_b else bias)
+        y, bias_done = _factored_linear(weight, xg, None if bias_b else bias, mod.training)
         if bias_done:
             bias = None
     else:
@@ -34,7 +34,8 @@ def linear(mod: nn.Linear, w, groups: int, batch_dim: int, x: Tensor) -> Tensor:
     return groups_back(y, moved, y.shape[-1], batch_dim)
 
 
-def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None) -> tuple[Tensor, bool]:
+def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None,
+                     training: bool = False) -> tuple[Tensor, bool]:
     """``xg W0^T (+ b) + s (xg B) A^T`` for ``xg (G, n*, in)``; returns ``(y (G, n*, out), bias_added)``.
 
     With a shared base and per-group factors (a LoRA per sample) the whole layer is
@@ -42,7 +43,7 @@ def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None) -
     ``x B`` and one in-place ``baddbmm_`` adding ``s (x B) A^T`` into it, so no separate
     scaling or addition passes over the ``(G, n*, out)`` output.
     """
-    low = torch.matmul(xg, weight.b)  # (G, n*, r)
+    low = torch.matmul(_branch_input(weight, xg, training), weight.b)  # (G, n*, r)
     a_t = weight.a.transpose(-1, -2)  # (G, r, out) or (r, out)
     if weight.base is not None and not weight.base_batched and a_t.dim() == 3 and low.dim() == 3:
         base_out = F.linear(xg, weight.base, shared_bias)  # (G, n*, out), bias fused
@@ -54,6 +55,12 @@ def _factored_linear(weight: Factored, xg: Tensor, shared_bias: Tensor | None) -
     if weight.base is not None:
         y = _dense_linear(weight.base, xg) + y
     return y, False
+
+
+def _branch_input(weight: Factored, x: Tensor, training: bool) -> Tensor:
+    """The low-rank branch's input: ``x`` with the factored weight's dropout in training (PEFT's
+    ``lora_dropout``: the base ``W0 x`` always sees the whole input)."""
+    return F.dropout(x, weight.dropout, training=True) if training and weight.dropout > 0 else x
 
 
 def _dense_linear(weight: Tensor, xg: Tensor) -> Tensor:
@@ -89,7 +96,7 @@ def conv(mod: nn.modules.conv._ConvNd, w, groups: int, batch_dim: int, x: Tensor
     else:
         padding = mod.padding
     if isinstance(weight, Factored) and mod.groups != 1:
-        weight = weight.dense()
+        weight = dense_for(mod, weight)
     if not isinstance(weight, Factored):
         if not w_b:
             weight = weight.unsqueeze(0).expand(groups, *weight.shape)
@@ -100,7 +107,7 @@ def conv(mod: nn.modules.conv._ConvNd, w, groups: int, batch_dim: int, x: Tensor
     b_kernel = weight.b.transpose(-1, -2).reshape(*weight.b.shape[:-2], r, *weight.shape[1:])  # (G, r, in, *k)
     if b_kernel.dim() == nd + 2:
         b_kernel = b_kernel.expand(groups, *b_kernel.shape)
-    low = _grouped_conv(mod, x, b_kernel, groups, padding)  # (G*n, r, *S')
+    low = _grouped_conv(mod, _branch_input(weight, x, mod.training), b_kernel, groups, padding)  # (G*n, r, *S')
     lg = low.reshape(groups, -1, r, *low.shape[2:])  # (G, n, r, *S')
     a = weight.a if weight.a.dim() == 3 else weight.a.expand(groups, *weight.a.shape)
     y = torch.einsum("gor,gnr...->gno...", a, lg)  # (G, n, out, *S')
@@ -171,6 +178,8 @@ def embedding(mod: nn.Embedding, w, groups: int, batch_dim: int, idx: Tensor) ->
             f"(got max_norm={mod.max_norm}, sparse={mod.sparse}, scale_grad_by_freq={mod.scale_grad_by_freq})"
         )
     table = w["weight"]  # (G, V, D), or Factored
+    if isinstance(table, Factored) and table.dropout > 0 and mod.training:
+        dense_for(mod, table)  # refuses: a lookup has no input to drop
     im = idx.movedim(batch_dim, 0) if batch_dim else idx
     moved = im.shape
     flat_idx = im.reshape(groups, -1)  # (G, n*)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..factored import Factored
 
-__all__ = ["CPU_ROWS_PER_CALL", "has_training_batchnorm", "members_per_call", "one_group", "take_groups"]
+__all__ = ["CPU_ROWS_PER_CALL", "has_training_batchnorm", "members_per_call", "one_group", "one_set_as_group", "take_groups"]
 
 #: On a CPU, about this many rows (members x batch) per batched call of the target.
 CPU_ROWS_PER_CALL = 512
@@ -63,8 +63,16 @@ def one_group(theta: dict[str, Any], index: int) -> dict[str, Any]:
     return {n: _cut(v, index) for n, v in theta.items()}
 
 
+def one_set_as_group(v: Any) -> Any:
+    """One weight set as ``G = 1`` grouped weights (the inverse of :func:`one_group`; a
+    ``Factored`` base stays shared)."""
+    if isinstance(v, Factored):
+        return Factored(v.a.unsqueeze(0), v.b.unsqueeze(0), v.shape, v.base, v.scale, v.dropout)
+    return v.unsqueeze(0)
+
+
 def _cut(v: Any, where: slice | int) -> Any:
     if isinstance(v, Factored):
         base = v.base[where] if v.base_batched else v.base
-        return Factored(v.a[where], v.b[where], v.shape, base, v.scale)
+        return Factored(v.a[where], v.b[where], v.shape, base, v.scale, v.dropout)
     return v[where]

@@ -39,7 +39,7 @@ def fan_in_normalize(p: Tensor | Factored, name: str, *, module_class: str = "",
     """
     if isinstance(p, Factored):
         scale = math.sqrt(beta / (fan_in(p.shape, module_class) * p.a.shape[-1]))
-        return Factored(p.a, p.b, p.shape, p.base, p.scale * scale)
+        return Factored(p.a, p.b, p.shape, p.base, p.scale * scale, p.dropout)
     if p.dim() >= 2:
         return p * math.sqrt(beta / fan_in(tuple(p.shape), module_class))
     if name.rpartition(".")[2].endswith("bias"):

@@ -50,11 +50,6 @@ def lora_model(
         >>> model = lora_model(bert, LoraTargets(("query", "value"), r=8, lora_alpha=16),
         ...                    inputs=hd.TaskEmbedding(num_tasks=4, dim=16))
     """
-    if targets.lora_dropout:
-        raise ConfigError(
-            f"lora_model: lora_dropout={targets.lora_dropout} is not applied on the generated path (the batched "
-            "layers take no dropout on the LoRA branch); use lora_dropout=0.0 here (an exported adapter may set it)"
-        )
     sites = find_sites(base, targets)
     generated = {s.weight for s in sites}
     saved = tuple(targets.modules_to_save or ())
@@ -67,7 +62,7 @@ def lora_model(
         return name not in generated and not any(_in_module(name, m) for m in saved)
 
     outputs = LoRAOutput(rank=targets.r, alpha=targets.lora_alpha, layer_dim=layer_dim, kind_dim=kind_dim,
-                         decomposed=decomposed, zero_init=zero_init)
+                         decomposed=decomposed, zero_init=zero_init, dropout=targets.lora_dropout)
     return HyperDNN(base, inputs=inputs, outputs=outputs, body=body if body is not None else MLP(hidden=(64,)),
                     generate=sorted(generated, key=names.index), freeze=frozen)
 

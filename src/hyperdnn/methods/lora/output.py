@@ -62,6 +62,8 @@ class LoRAOutput(OutputConfig):
         decomposed: ``1`` (plain heads) or ``k > 1``: Polyhistor's templates plus
             per-module scaling kernels of length ``k`` (``k`` must divide every ``in`` and ``out``).
         zero_init: start ``B`` at zero (the pretrained model exactly, as PEFT does).
+        dropout: PEFT's ``lora_dropout``: dropout on the input of the ``B A`` branch in
+            training mode (``W0 x`` sees the whole input), in ``[0, 1)``.
     """
 
     rank: int = checked(positive_int, default=8)
@@ -70,6 +72,7 @@ class LoRAOutput(OutputConfig):
     kind_dim: int = checked(positive_int, default=8)
     decomposed: int = checked(positive_int, default=1)
     zero_init: bool = checked(flag, default=True)
+    dropout: float = checked(number(0.0, 1.0, high_open=True), default=0.0)
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial: dict[str, Tensor]) -> "LoRAOutputModule":
         k = self.decomposed
@@ -88,7 +91,7 @@ class LoRAOutput(OutputConfig):
             if p.name not in initial:
                 raise ConfigError(f"LoRAOutput: no pretrained value for {p.name!r} (the base W0 of the adapter)")
         return LoRAOutputModule(spec, cond_dim, body, initial, self.rank, self.alpha / self.rank,
-                                self.layer_dim, self.kind_dim, k, self.zero_init)
+                                self.layer_dim, self.kind_dim, k, self.zero_init, self.dropout)
 
 
 class LoRAOutputModule(OutputModule):
@@ -101,8 +104,10 @@ class LoRAOutputModule(OutputModule):
     """
 
     def __init__(self, spec: TargetSpec, cond_dim: int, body_cfg, initial: dict[str, Tensor], rank: int,
-                 scale: float, layer_dim: int, kind_dim: int, decomposed: int, zero_init: bool) -> None:
+                 scale: float, layer_dim: int, kind_dim: int, decomposed: int, zero_init: bool,
+                 dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout
         self.spec, self.rank, self.scale, self.k, self.zero_init = spec, rank, scale, decomposed, zero_init
         sites = [_site_of(p.name) for p in spec.params]
         self.kinds = sorted({kind for _, kind in sites}, key=[kind for _, kind in sites].index)
@@ -163,7 +168,8 @@ class LoRAOutputModule(OutputModule):
     def forward(self, z: Tensor) -> dict[str, Tensor | Factored]:
         f = self.factors(z)
         return {
-            p.name: Factored(f[p.name][1], f[p.name][0].transpose(-1, -2), p.shape, getattr(self, f"base_{i}"), self.scale)
+            p.name: Factored(f[p.name][1], f[p.name][0].transpose(-1, -2), p.shape, getattr(self, f"base_{i}"), self.scale,
+                              self.dropout)
             for i, p in enumerate(self.spec.params)
         }
 

@@ -55,8 +55,8 @@ class LoraTargets(Config):
             regular expression matched against full module names.
         r: the rank (> 0).
         lora_alpha: the scale numerator; the update is scaled by ``lora_alpha / r``.
-        lora_dropout: dropout on the LoRA branch's input. Exported to PEFT; the
-            generated path refuses a non-zero value (it would not apply it).
+        lora_dropout: dropout on the LoRA branch's input in training mode (the base
+            ``W0 x`` sees the whole input), as PEFT applies it; exported to PEFT.
         exclude_modules: names or a regular expression removed from the match.
         modules_to_save: modules trained in full beside the LoRA (e.g. a new
             classifier head), saved with the adapter as PEFT does.
