@@ -6,15 +6,19 @@ Defaults from the authors' ``experiments/multimnist/trainer.py``
 hypernetwork MLP of width 100 on the ray, Adam lr 1e-4, batch 256, 150 epochs, training
 rays from Dirichlet(0.2), 25 test rays at angles 0.1..pi/2-0.1. Multi-MNIST is generated
 from MNIST (:mod:`hyperdnn.data.multi_mnist`, 120,000 / 20,000 images as Pareto MTL's files).
-The hypervolume's reference point (2, 2) is COSMOS's (Ruchte & Grabocka 2021,
-``multi_objective/settings.py``: ``reference_point=[2, 2]``), whose reproduction reports
-PHN-EPO 2.88 and PHN-LS 2.87 on Multi-MNIST (``PAPER_HV``; the numbers as quoted in the
-issue, not re-read from the paper here). PHN's own code computes no hypervolume.
+The hypervolume's reference point (2, 2) is COSMOS's (Ruchte & Grabocka 2021; code
+github.com/ruchtem/cosmos: ``multi_objective/settings.py``, ``reference_point=[2, 2]``, and
+``plotting/plotting.py``, ``reference_points['multi_mnist'] = [2, 2]``). ``PAPER_HV``, PHN-EPO
+2.88 and PHN-LS 2.87 on Multi-MNIST, is the issue's quotation of COSMOS's reproduction; it
+could not be verified here (neither repository holds the numbers, and neither paper's table
+could be read). PHN's own Multi-MNIST code computes no hypervolume.
 
 Baselines: one plain ``MultiLeNet`` per preference (``baseline_rays`` rays spread as the
 test rays), trained with the same loss (LS, or EPO at that ray) for the same epochs.
 Differences from the authors' runs: no validation split (the final model is evaluated);
 the hypernetwork's MLP has a ReLU after its last hidden layer (PHN's has none).
+Resumable: every model is built (seeded as it always was) and tracked at the start, and a
+checkpoint can fall inside any epoch of any model.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from hyperdnn.errors import ConfigError
 from hyperdnn.experiments.recipes import in_range, one_of, positive, positive_ints, recipe
 from hyperdnn.experiments.runs import RunContext
 
-PAPER_HV = {"epo": 2.88, "ls": 2.87}  # COSMOS's reproduction of PHN on Multi-MNIST, reference (2, 2)
+PAPER_HV = {"epo": 2.88, "ls": 2.87}  # COSMOS's reproduction of PHN on Multi-MNIST at (2, 2), as the issue quotes it (not verified)
 
 
 @dataclass

@@ -16,9 +16,10 @@ evaluation (``plot_result.ipynb``) their objectives are normalised with the note
 ideal and nadir points and the hypervolume is taken at (1.1, ..., 1.1); the models are fitted
 on objectives standardised per iteration (``run_svh.py``'s ``StandardTransform``). The
 true front's hypervolume is that of an approximate front: every non-dominated point of a
-pymoo NSGA-II run of ``front_population`` x ``front_generations`` evaluations (the paper
-uses the reproblems repository's fronts, which this project does not ship; the
-differences are listed in docs/methods/pareto.md).
+pymoo NSGA-II run of ``front_population`` x ``front_generations`` evaluations, saved in the
+run directory as ``front_<problem>.npy`` (the paper uses the reproblems repository's fronts,
+which this project does not ship; the differences are listed in docs/methods/pareto.md).
+Every evaluated point of every run is saved as ``evaluations/<problem>_<method>_run<i>.npz``.
 
 Reports, per problem, ``log10(HV(true front) - HV(evaluated points))`` against the number
 of evaluations (the paper plots the natural log: multiply by ln 10 = 2.303 to compare),
