@@ -112,7 +112,7 @@ def _problem(name: str, cfg: Config, run_dir: Path) -> _Problem:
             np.save(cached, front, allow_pickle=False)
         ref = (1.1,) * rp.objectives
         return _Problem(name, rp.dims, rp.objectives, rp.evaluate_unit, rp.normalize, ref, hypervolume(rp.normalize(front), ref),
-                        rp.as_pymoo(), True, f"{name.upper()} ({rp.title}; normalised)",
+                        rp.as_pymoo(), True, f"{name.upper()}, {rp.title}",
                         {"ideal": rp.ideal.tolist(), "nadir": rp.nadir.tolist(), "front_points": int(front.shape[0])})
     from pymoo.problems import get_problem
 
@@ -243,8 +243,8 @@ def _figure(ctx: RunContext, prob: _Problem, evals: list[int], curves: dict[str,
             ax.fill_between(evals[: len(mean)], mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("function evaluations")
     ax.set_ylabel("log10 hypervolume difference")
-    ref = "1.1" if prob.standardize else str(tuple(prob.reference))
-    ax.set_title(f"{prob.title} (ref {ref}, {runs} run(s))", fontsize=9)
+    ref = "normalised, ref 1.1" if prob.standardize else f"ref {tuple(prob.reference)}"
+    ax.set_title(f"{prob.title} ({ref}, {runs} run{'s' if runs > 1 else ''})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     ctx.save_figure(fig, f"psl_{prob.name}")

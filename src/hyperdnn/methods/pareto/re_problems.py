@@ -18,7 +18,7 @@ RE41  car side impact       7   4   violation of 10 constraints
 RE42  conceptual marine     6   4   violation of 9 constraints
 ===== ===================== === === ===================================================
 
-The SVH-PSL paper (Nguyen et al., AAAI 2025, Fig. 3) runs exactly these seven. Its
+The SVH-PSL code (Nguyen et al., AAAI 2025; ``run_svh.py`` and the README's result figure) runs exactly these seven. Its
 evaluation (the authors' ``plot_result.ipynb`` and ``run_svh.py``) normalises the
 objectives with an ideal and a nadir point per problem, ``(f - ideal) / (nadir - ideal)``,
 and measures hypervolume at ``(1.1, ..., 1.1)`` in that space; :data:`IDEAL_NADIR` holds
