@@ -6,15 +6,19 @@ Defaults from the authors' ``experiments/multimnist/trainer.py``
 hypernetwork MLP of width 100 on the ray, Adam lr 1e-4, batch 256, 150 epochs, training
 rays from Dirichlet(0.2), 25 test rays at angles 0.1..pi/2-0.1. Multi-MNIST is generated
 from MNIST (:mod:`hyperdnn.data.multi_mnist`, 120,000 / 20,000 images as Pareto MTL's files).
-The hypervolume's reference point (2, 2) is COSMOS's (Ruchte & Grabocka 2021,
-``multi_objective/settings.py``: ``reference_point=[2, 2]``), whose reproduction reports
-PHN-EPO 2.88 and PHN-LS 2.87 on Multi-MNIST (``PAPER_HV``; the numbers as quoted in the
-issue, not re-read from the paper here). PHN's own code computes no hypervolume.
+The hypervolume's reference point (2, 2) is COSMOS's (Ruchte & Grabocka 2021; code
+github.com/ruchtem/cosmos: ``multi_objective/settings.py``, ``reference_point=[2, 2]``, and
+``plotting/plotting.py``, ``reference_points['multi_mnist'] = [2, 2]``). ``PAPER_HV``, PHN-EPO
+2.88 and PHN-LS 2.87 on Multi-MNIST, is the issue's quotation of COSMOS's reproduction; it
+could not be verified here (neither repository holds the numbers, and neither paper's table
+could be read). PHN's own Multi-MNIST code computes no hypervolume.
 
 Baselines: one plain ``MultiLeNet`` per preference (``baseline_rays`` rays spread as the
 test rays), trained with the same loss (LS, or EPO at that ray) for the same epochs.
 Differences from the authors' runs: no validation split (the final model is evaluated);
 the hypernetwork's MLP has a ReLU after its last hidden layer (PHN's has none).
+Resumable: every model is built (seeded as it always was) and tracked at the start, and a
+checkpoint can fall inside any epoch of any model.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from hyperdnn.errors import ConfigError
 from hyperdnn.experiments.recipes import in_range, one_of, positive, positive_ints, recipe
 from hyperdnn.experiments.runs import RunContext
 
-PAPER_HV = {"epo": 2.88, "ls": 2.87}  # COSMOS's reproduction of PHN on Multi-MNIST, reference (2, 2)
+PAPER_HV = {"epo": 2.88, "ls": 2.87}  # COSMOS's reproduction of PHN on Multi-MNIST at (2, 2), as the issue quotes it (not verified)
 
 
 @dataclass
@@ -118,79 +122,108 @@ def run(ctx: RunContext) -> dict:
     test_rays = circle_rays(cfg.rays)
     base_rays = circle_rays(cfg.baseline_rays) if cfg.baseline_rays else torch.zeros(0, 2)
     ref = (2.0, 2.0)
-    results: dict = {"reference": list(ref), "paper_hv": PAPER_HV, "train_images": n, "test_images": int(te_x.shape[0]), "methods": {}}
-    rows = []
-    fronts: dict[str, np.ndarray] = {}
-    points: dict[str, np.ndarray] = {}
+    per_epoch = len(range(0, n, cfg.batch_size))
 
+    # Every model is built first (each seeded as it always was), so that all of them are tracked before restore.
+    # A unit is one model's training: PHN of a solver, then that solver's baselines, one per ray.
+    units: list[dict] = []
     for solver in cfg.solvers:
-        # ---------------------------------------------------------------- PHN
         torch.manual_seed(ctx.seed)
         model = HyperDNN(MultiLeNet(), inputs=Preference(2), body=MLP(hidden=cfg.hidden)).to(ctx.device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         phn = ParetoHyperNetwork(model, opt, solver=solver, alpha=cfg.alpha, seed=ctx.seed)
-        gen = torch.Generator().manual_seed(ctx.seed)
-        t0 = time.perf_counter()
-        step_times: list[float] = []
-        for epoch in range(cfg.epochs):
-            for idx in _batches(n, cfg.batch_size, gen):
-                ts = time.perf_counter()
-                r = phn.sample_preference()
-                step = phn.step(_task_losses(model(to_float(tr_x[idx]), preference=r), tr_y[idx].to(ctx.device)), r)
-                step_times.append(time.perf_counter() - ts)
-            ctx.log(kind="train", method=f"PHN-{solver.upper()}", epoch=epoch + 1, loss=float(step.loss))
-        seconds = time.perf_counter() - t0
-        # On a shared machine wall time swings with the load; the median step time x steps is steadier.
-        steady = float(np.median(step_times)) * len(step_times)
-
-        def at(r: Tensor, model=model) -> tuple[Tensor, Tensor]:
-            return _test(lambda xb: model(xb, preference=r), te_xf, te_y)
-
-        res = phn.evaluate(at, test_rays, ref)
-        name = f"PHN-{solver.upper()}"
-        fronts[name] = res.losses
-        results["methods"][name] = {"hypervolume": res.hypervolume, "seconds": seconds, "median_step_seconds": steady, "models": 1,
-                                    "losses": res.losses.tolist(), "accuracy": res.extras.tolist() if res.extras is not None else None,
-                                    "rays": res.preferences.tolist()}
-        rows.append([name, f"{res.hypervolume:.4f}", f"{PAPER_HV[solver]:.2f}", 1, f"{seconds:.0f}", f"{steady:.0f}"])
-        ctx.log(kind="eval", method=name, hypervolume=res.hypervolume, seconds=seconds)
-
-        # ---------------------------------------------------------------- baselines
-        if not cfg.baseline_rays:
-            continue
-        base_losses, base_acc, base_seconds, base_steps = [], [], 0.0, []
+        units.append({"kind": "phn", "solver": solver, "name": f"PHN-{solver.upper()}", "model": model, "opt": opt, "phn": phn,
+                      "gen": torch.Generator().manual_seed(ctx.seed)})
         for k, r in enumerate(base_rays):
             torch.manual_seed(ctx.seed + 1 + k)
             net = MultiLeNet().to(ctx.device)
-            nopt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-            gen = torch.Generator().manual_seed(ctx.seed + 1 + k)
-            rr = r.to(ctx.device)
-            t0 = time.perf_counter()
-            for epoch in range(cfg.epochs):
-                for idx in _batches(n, cfg.batch_size, gen):
-                    ts = time.perf_counter()
-                    losses = _task_losses(net(to_float(tr_x[idx])), tr_y[idx].to(ctx.device))
-                    total = linear_scalarization(losses, rr) if solver == "ls" else epo_loss(losses, rr, list(net.parameters()))[0]
-                    nopt.zero_grad()
-                    total.backward()
-                    nopt.step()
-                    base_steps.append(time.perf_counter() - ts)
-            base_seconds += time.perf_counter() - t0
-            net.eval()
-            loss, acc = _test(net, te_xf, te_y)
-            base_losses.append(loss.numpy())
-            base_acc.append(acc.numpy())
-        bl = np.stack(base_losses)
-        name_b = f"{solver.upper()} x{cfg.baseline_rays}"
-        hv_b = hypervolume(bl, ref)
-        points[name_b] = bl
-        steady_b = float(np.median(base_steps)) * len(base_steps)
-        results["methods"][name_b] = {"hypervolume": hv_b, "seconds": base_seconds, "median_step_seconds": steady_b, "models": cfg.baseline_rays,
-                                      "losses": bl.tolist(), "accuracy": np.stack(base_acc).tolist(), "rays": base_rays.tolist()}
-        rows.append([name_b, f"{hv_b:.4f}", "", cfg.baseline_rays, f"{base_seconds:.0f}", f"{steady_b:.0f}"])
-        ctx.log(kind="eval", method=name_b, hypervolume=hv_b, seconds=base_seconds)
-        hv_phn = results["methods"][name]["hypervolume"]
-        results["methods"][name]["relative_to_baseline"] = hv_phn / hv_b if hv_b > 0 else None
+            units.append({"kind": "base", "solver": solver, "k": k, "ray": r.to(ctx.device), "model": net,
+                          "opt": torch.optim.Adam(net.parameters(), lr=cfg.lr), "gen": torch.Generator().manual_seed(ctx.seed + 1 + k)})
+    tracked: dict = {}
+    epoch_start: dict[str, Tensor] = {}  # each unit's data generator before its current epoch's permutation
+    for ui, u in enumerate(units):
+        key = f"{u['solver']}_phn" if u["kind"] == "phn" else f"{u['solver']}_base{u['k']}"
+        tracked.update({f"model_{key}": u["model"], f"optimizer_{key}": u["opt"], f"data_rng_{key}": u["gen"]})
+        if u["kind"] == "phn":
+            tracked[f"preferences_{key}"] = u["phn"]
+        epoch_start[str(ui)] = u["gen"].get_state()
+    step_seconds = {"seconds": torch.zeros(len(units), cfg.epochs * per_epoch, dtype=torch.float64)}  # wall time of every step
+    ctx.track(**tracked, epoch_start=epoch_start, step_seconds=step_seconds)
+    state = ctx.restore({"unit": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "methods": {}, "rows": [], "base": {"losses": [], "accuracy": [], "seconds": 0.0}})
+    ctx.progress(total=len(units) * cfg.epochs * per_epoch)
+    results: dict = {"reference": list(ref), "paper_hv": PAPER_HV, "train_images": n, "test_images": int(te_x.shape[0]), "methods": state["methods"]}
+    rows = state["rows"]
+
+    for ui, u in enumerate(units):
+        if ui < state["unit"]:
+            continue  # trained and evaluated before the checkpoint this run resumed from
+        model, solver = u["model"], u["solver"]
+        name = u["name"] if u["kind"] == "phn" else f"{solver.upper()} x{cfg.baseline_rays}"
+        while state["epoch"] < cfg.epochs:
+            if state["batch"] == 0:
+                epoch_start[str(ui)].copy_(u["gen"].get_state())
+                batches = _batches(n, cfg.batch_size, u["gen"])
+            else:  # resumed inside an epoch: this epoch's order again, from the generator as it was before drawing it
+                again = torch.Generator()
+                again.set_state(epoch_start[str(ui)].clone())
+                batches = _batches(n, cfg.batch_size, again)
+            for bi in range(state["batch"], len(batches)):
+                idx = batches[bi]
+                ts = time.perf_counter()
+                xb, yb = to_float(tr_x[idx]), tr_y[idx].to(ctx.device)
+                if u["kind"] == "phn":
+                    r = u["phn"].sample_preference()
+                    loss = u["phn"].step(_task_losses(model(xb, preference=r), yb), r).loss
+                else:
+                    losses = _task_losses(model(xb), yb)
+                    loss = linear_scalarization(losses, u["ray"]) if solver == "ls" else epo_loss(losses, u["ray"], list(model.parameters()))[0]
+                    u["opt"].zero_grad()
+                    loss.backward()
+                    u["opt"].step()
+                dt = time.perf_counter() - ts
+                step_seconds["seconds"][ui, state["epoch"] * per_epoch + bi] = dt
+                state["seconds"] += dt
+                state["batch"] = bi + 1
+                if state["batch"] == len(batches):
+                    if u["kind"] == "phn":  # the epoch's row before the step that may checkpoint
+                        ctx.log(kind="train", method=name, epoch=state["epoch"] + 1, loss=float(loss))
+                    state["epoch"] += 1
+                    state["batch"] = 0
+                ctx.step_done()
+        times = step_seconds["seconds"][ui]
+        if u["kind"] == "phn":
+            # On a shared machine wall time swings with the load; the median step time x steps is steadier.
+            steady = float(times.median()) * times.numel()
+
+            def at(r: Tensor, model=model) -> tuple[Tensor, Tensor]:
+                return _test(lambda xb: model(xb, preference=r), te_xf, te_y)
+
+            res = u["phn"].evaluate(at, test_rays, ref)
+            results["methods"][name] = {"hypervolume": res.hypervolume, "seconds": state["seconds"], "median_step_seconds": steady, "models": 1,
+                                        "losses": res.losses.tolist(), "accuracy": res.extras.tolist() if res.extras is not None else None,
+                                        "rays": res.preferences.tolist()}
+            rows.append([name, f"{res.hypervolume:.4f}", f"{PAPER_HV[solver]:.2f}", 1, f"{state['seconds']:.0f}", f"{steady:.0f}"])
+            ctx.log(kind="eval", method=name, hypervolume=res.hypervolume, seconds=state["seconds"])
+        else:
+            model.eval()
+            loss, acc = _test(model, te_xf, te_y)
+            base = state["base"]
+            base["losses"].append(loss.tolist())
+            base["accuracy"].append(acc.tolist())
+            base["seconds"] += state["seconds"]
+            if u["k"] == cfg.baseline_rays - 1:  # the solver's last baseline: their front
+                bl = np.array(base["losses"])
+                hv_b = hypervolume(bl, ref)
+                every = step_seconds["seconds"][ui - cfg.baseline_rays + 1 : ui + 1].flatten()
+                steady_b = float(every.median()) * every.numel()
+                results["methods"][name] = {"hypervolume": hv_b, "seconds": base["seconds"], "median_step_seconds": steady_b, "models": cfg.baseline_rays,
+                                            "losses": bl.tolist(), "accuracy": base["accuracy"], "rays": base_rays.tolist()}
+                rows.append([name, f"{hv_b:.4f}", "", cfg.baseline_rays, f"{base['seconds']:.0f}", f"{steady_b:.0f}"])
+                ctx.log(kind="eval", method=name, hypervolume=hv_b, seconds=base["seconds"])
+                hv_phn = results["methods"][f"PHN-{solver.upper()}"]["hypervolume"]
+                results["methods"][f"PHN-{solver.upper()}"]["relative_to_baseline"] = hv_phn / hv_b if hv_b > 0 else None
+                state["base"] = {"losses": [], "accuracy": [], "seconds": 0.0}
+        state.update(unit=ui + 1, epoch=0, batch=0, seconds=0.0)
 
     ctx.table("Multi-MNIST hypervolume at (2, 2) (higher is better)", ["method", "HV", "paper (COSMOS)", "models", "train seconds (wall)", "train seconds (median step x steps)"], rows,
               note=f"{cfg.epochs} epochs on {n} images, tested on {te_x.shape[0]}; {ctx.threads} thread(s)")

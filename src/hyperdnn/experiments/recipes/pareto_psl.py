@@ -1,4 +1,4 @@
-"""Recipe ``pareto-psl``: SVH-PSL against PSL and NSGA-II on expensive synthetic problems.
+"""Recipe ``pareto-psl``: SVH-PSL against PSL and NSGA-II on expensive synthetic and real-world problems.
 
 Nguyen et al., "Improving Pareto Set Learning for Expensive Multi-objective Optimization
 via Stein Variational Hypernetworks", AAAI 2025. Defaults from the authors' ``run_svh.py``
@@ -10,9 +10,21 @@ DTLZ2 (6 variables, 3 objectives; not in the SVH-PSL code) uses (1.1, 1.1, 1.1),
 the true front's hypervolume is 1.1^3 - pi/6. NSGA-II (pymoo) gets the same budget:
 population ``initial``, ``iterations * batch / initial`` more generations.
 
+The real-world problems are the paper's seven of the RE suite (RE21, RE32, RE33, RE36,
+RE37, RE41, RE42; :mod:`hyperdnn.methods.pareto.re_problems`). As in the authors'
+evaluation (``plot_result.ipynb``) their objectives are normalised with the notebook's
+ideal and nadir points and the hypervolume is taken at (1.1, ..., 1.1); the models are fitted
+on objectives standardised per iteration (``run_svh.py``'s ``StandardTransform``). The
+true front's hypervolume is that of an approximate front: every non-dominated point of a
+pymoo NSGA-II run of ``front_population`` x ``front_generations`` evaluations, saved in the
+run directory as ``front_<problem>.npy`` (the paper uses the reproblems repository's fronts,
+which this project does not ship; the differences are listed in docs/methods/pareto.md).
+Every evaluated point of every run is saved as ``evaluations/<problem>_<method>_run<i>.npz``.
+
 Reports, per problem, ``log10(HV(true front) - HV(evaluated points))`` against the number
-of evaluations (the paper's measure), the final values and wall times, and a figure.
-The RE engineering problems of the paper are not included (see docs/methods/pareto.md).
+of evaluations (the paper plots the natural log: multiply by ln 10 = 2.303 to compare),
+mean and standard deviation over ``runs``, the final values and wall times, and a figure.
+Resumable: a checkpoint after every iteration of a Pareto-set learner.
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -27,16 +41,19 @@ from hyperdnn.errors import ConfigError
 from hyperdnn.experiments.recipes import one_of, positive, recipe
 from hyperdnn.experiments.runs import RunContext
 
-PROBLEMS = ("zdt1", "zdt2", "zdt3", "dtlz2")
+SYNTHETIC = ("zdt1", "zdt2", "zdt3", "dtlz2")
+REAL_WORLD = ("re21", "re32", "re33", "re36", "re37", "re41", "re42")
+PROBLEMS = SYNTHETIC + REAL_WORLD
 REFERENCE = {"zdt1": (0.9994, 6.0576), "zdt2": (0.9994, 6.8960), "zdt3": (0.9994, 6.0571), "dtlz2": (1.1, 1.1, 1.1)}
 DIMS = {"zdt1": 30, "zdt2": 30, "zdt3": 30, "dtlz2": 6}
+LEARNERS = (("SVH-PSL", True), ("PSL", False))
 
 
 @dataclass
 class Config:
     """Configuration of ``pareto-psl`` (defaults: the SVH-PSL code's)."""
 
-    problems: tuple[str, ...] = field(default=PROBLEMS, metadata={"help": "benchmark problems, comma-separated, some of zdt1,zdt2,zdt3,dtlz2"})
+    problems: tuple[str, ...] = field(default=PROBLEMS, metadata={"help": "benchmark problems, comma-separated, some of " + ",".join(PROBLEMS)})
     initial: int = field(default=20, metadata={"help": "evaluations of the true problem before the first model (SVH-PSL code: 20)"})
     iterations: int = field(default=20, metadata={"help": "rounds of new evaluations after the initial ones"})
     batch: int = field(default=5, metadata={"help": "new evaluations of the true problem per round"})
@@ -47,6 +64,8 @@ class Config:
     lr: float = 1e-3
     gp_steps: int = field(default=100, metadata={"help": "optimizer steps fitting each GP surrogate per round"})
     runs: int = field(default=1, metadata={"help": "independent runs per method (the paper: 5)"})
+    front_population: int = field(default=200, metadata={"help": "RE problems: NSGA-II population of the run approximating the true front"})
+    front_generations: int = field(default=500, metadata={"help": "RE problems: NSGA-II generations of the run approximating the true front"})
 
     def __post_init__(self) -> None:
         self.problems = tuple(self.problems) if isinstance(self.problems, list) else self.problems
@@ -55,21 +74,52 @@ class Config:
             raise ConfigError(f"{part}: problems must be a non-empty tuple of names from {PROBLEMS} (got {self.problems!r})")
         for p in self.problems:
             one_of(part, "problems", p, PROBLEMS)
-        for name in ("initial", "iterations", "batch", "steps", "particles", "candidates", "gp_steps", "runs"):
+        for name in ("initial", "iterations", "batch", "steps", "particles", "candidates", "gp_steps", "runs", "front_population", "front_generations"):
             positive(part, name, getattr(self, name))
         positive(part, "lr", self.lr, float)
         positive(part, "lcb", self.lcb, float)
 
 
-def _problem(name: str):
+@dataclass
+class _Problem:
+    """A benchmark as the recipe uses it: objectives on the unit box and how they are measured."""
+
+    name: str
+    dims: int
+    objectives: int
+    evaluate: Callable[[np.ndarray], np.ndarray]  # (n, d) in [0, 1]^d -> (n, m) raw objective values
+    measured: Callable[[np.ndarray], np.ndarray]  # raw values -> the space the hypervolume is taken in
+    reference: tuple[float, ...]
+    true_hv: float
+    pymoo: object  # the problem for pymoo's NSGA-II (on the unit box for RE problems)
+    standardize: bool
+    title: str
+    extra: dict
+
+
+def _problem(name: str, cfg: Config, run_dir: Path) -> _Problem:
+    from hyperdnn.methods.pareto import hypervolume
+
+    if name in REAL_WORLD:
+        from hyperdnn.methods.pareto import approximate_front, re_problem
+
+        rp = re_problem(name)
+        cached = run_dir / f"front_{name}.npy"  # kept in the run directory: a resumed run does not recompute it
+        if cached.is_file():
+            front = np.load(cached, allow_pickle=False)
+        else:
+            front = approximate_front(rp, population=cfg.front_population, generations=cfg.front_generations, seed=0)
+            np.save(cached, front, allow_pickle=False)
+        ref = (1.1,) * rp.objectives
+        return _Problem(name, rp.dims, rp.objectives, rp.evaluate_unit, rp.normalize, ref, hypervolume(rp.normalize(front), ref),
+                        rp.as_pymoo(), True, f"{name.upper()}, {rp.title}",
+                        {"ideal": rp.ideal.tolist(), "nadir": rp.nadir.tolist(), "front_points": int(front.shape[0])})
     from pymoo.problems import get_problem
 
     if name == "dtlz2":
         prob = get_problem("dtlz2", n_var=DIMS[name], n_obj=3)
         true_hv = 1.1**3 - math.pi / 6  # the front is the unit sphere's positive octant
     else:
-        from hyperdnn.methods.pareto import hypervolume
-
         prob = get_problem(name, n_var=DIMS[name])
         r1, r2 = REFERENCE[name]
         if name == "zdt1":  # front f2 = 1 - sqrt(f1): the area above it up to the reference, in closed form
@@ -78,7 +128,12 @@ def _problem(name: str):
             true_hv = r1 * r2 - (r1 - r1**3 / 3)
         else:  # ZDT3's front is disconnected: pymoo's points of it
             true_hv = hypervolume(prob.pareto_front(n_points=20000), REFERENCE[name])
-    return prob, true_hv
+    lb, ub = prob.xl, prob.xu
+
+    def f(x: np.ndarray, prob=prob, lb=lb, ub=ub) -> np.ndarray:
+        return prob.evaluate(lb + x * (ub - lb))
+
+    return _Problem(name, DIMS[name], prob.n_obj, f, lambda y: y, REFERENCE[name], true_hv, prob, False, name.upper(), {})
 
 
 def _nsga2(prob, cfg: Config, seed: int) -> np.ndarray:
@@ -91,67 +146,105 @@ def _nsga2(prob, cfg: Config, seed: int) -> np.ndarray:
     return np.vstack([h.off.get("F") if h.off is not None and i > 0 else ys[i] for i, h in enumerate(res.history)])
 
 
-@recipe("pareto-psl", "SVH-PSL vs PSL vs NSGA-II on ZDT1-3 and DTLZ2: log hypervolume difference per evaluation (Nguyen et al. 2025)", Config)
+@recipe("pareto-psl", "SVH-PSL vs PSL vs NSGA-II on ZDT1-3, DTLZ2 and the RE problems: log hypervolume difference per evaluation (Nguyen et al. 2025)", Config)
 def run(ctx: RunContext) -> dict:
+    from hyperdnn.methods.pareto import ParetoSetLearning, PSLHistory, log_hypervolume_difference, non_dominated_archive
+
+    cfg: Config = ctx.config
+    budget = cfg.initial + cfg.iterations * cfg.batch
+    evals = list(range(cfg.initial, budget + 1, cfg.batch))
+    # loop state: where the run is (problem, run, method), the learner in progress, the finished curves
+    state = ctx.restore({"at": [0, 0, 0], "learner": None, "curves": {}, "seconds": {}, "fronts": {}})
+    ctx.progress(total=len(cfg.problems) * cfg.runs * len(LEARNERS) * cfg.iterations)
+    results: dict = {"budget": budget, "problems": {}}
+    rows = []
+    for pi, name in enumerate(cfg.problems):
+        prob = _problem(name, cfg, ctx.run_dir)
+        ref = np.array(prob.reference)
+        curves = state["curves"].setdefault(name, {label: [] for label in ("SVH-PSL", "PSL", "NSGA-II")})
+        seconds = state["seconds"].setdefault(name, {label: [] for label in curves})
+        fronts = state["fronts"].setdefault(name, {label: [] for label in curves})  # each run's non-dominated evaluated points
+
+        def lhd(y: np.ndarray, prob=prob, ref=ref) -> float:
+            return log_hypervolume_difference(prob.measured(y), prob.true_hv, ref)
+
+        for run_i in range(cfg.runs):
+            seed = ctx.seed + run_i
+            for mi, (label, svgd) in enumerate(LEARNERS):
+                if [pi, run_i, mi] < state["at"]:
+                    continue  # finished before the checkpoint this run resumed from
+                psl = ParetoSetLearning(
+                    prob.evaluate, prob.dims, prob.objectives, svgd=svgd, initial=cfg.initial, iterations=cfg.iterations, batch=cfg.batch,
+                    steps=cfg.steps, particles=cfg.particles, lcb=cfg.lcb, candidates=cfg.candidates, lr=cfg.lr,
+                    gp_steps=cfg.gp_steps, standardize=prob.standardize, seed=seed,
+                )
+                if state["learner"] is None:
+                    hist, rng = psl.begin()
+                else:  # resumed inside this learner: its history and generator (torch's RNG is restored by the context)
+                    hist = PSLHistory.from_state(state["learner"]["history"])
+                    rng = np.random.default_rng()
+                    rng.bit_generator.state = state["learner"]["rng"]
+                while len(hist.evaluations) <= cfg.iterations:
+                    psl.iterate(hist, rng)
+                    state["learner"] = {"history": hist.state_dict(), "rng": rng.bit_generator.state}
+                    ctx.step_done(problem=name, method=label, run=run_i + 1, evaluations=hist.evaluations[-1], log_hv_diff=lhd(hist.y))
+                curves[label].append([lhd(hist.y[:n]) for n in hist.evaluations])
+                seconds[label].append(hist.seconds[-1])
+                fronts[label].append(non_dominated_archive(None, hist.y).tolist())
+                _save_evaluations(ctx.run_dir, name, label, run_i, hist.x, hist.y)
+                ctx.log(kind="run", problem=name, method=label, seed=seed, log_hv_diff=curves[label][-1][-1], seconds=seconds[label][-1])
+                state["learner"] = None
+                state["at"] = [pi, run_i, mi + 1]
+            if [pi, run_i, len(LEARNERS)] >= state["at"]:
+                t0 = time.perf_counter()
+                y = _nsga2(prob.pymoo, cfg, seed)[:budget]
+                seconds["NSGA-II"].append(time.perf_counter() - t0)
+                curves["NSGA-II"].append([lhd(y[:n]) for n in evals])
+                fronts["NSGA-II"].append(non_dominated_archive(None, y).tolist())
+                state["at"] = [pi, run_i + 1, 0]
+        summary: dict[str, dict] = {}
+        for label, cs in curves.items():
+            arr = np.array(cs)
+            mean, std = arr.mean(axis=0), arr.std(axis=0)
+            summary[label] = {"final_log_hv_diff_mean": float(mean[-1]), "final_log_hv_diff_std": float(std[-1]),
+                              "final_per_run": [float(c[-1]) for c in cs], "seconds_mean": float(np.mean(seconds[label])),
+                              "curve_mean": [float(v) for v in mean], "curve_std": [float(v) for v in std],
+                              "fronts": fronts[label]}
+            spread = f" ± {std[-1]:.3f}" if cfg.runs > 1 else ""
+            rows.append([name, label, f"{mean[-1]:.3f}{spread}", f"{np.mean(seconds[label]):.1f}"])
+        _figure(ctx, prob, evals, curves, cfg.runs)
+        best = min(summary, key=lambda k: float(summary[k]["final_log_hv_diff_mean"]))
+        results["problems"][name] = {"true_hv": prob.true_hv, "reference": list(prob.reference), "best": best, "methods": summary, **prob.extra}
+    note = f"{cfg.runs} run(s) (mean ± std over runs); {cfg.steps} model steps per iteration; {ctx.threads} thread(s)"
+    ctx.table(f"log10 HV difference after {budget} evaluations (lower is better)", ["problem", "method", "log10 HV diff", "seconds"], rows, note=note)
+    return results
+
+
+def _save_evaluations(run_dir: Path, problem: str, label: str, run_i: int, x: np.ndarray, y: np.ndarray) -> None:
+    """Every evaluated decision (unit box) and objective value of one run, in order: ``evaluations/<problem>_<method>_run<i>.npz``."""
+    folder = run_dir / "evaluations"
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / f"{problem}_{label.lower()}_run{run_i + 1}.npz", x=x, y=y)
+
+
+def _figure(ctx: RunContext, prob: _Problem, evals: list[int], curves: dict[str, list[list[float]]], runs: int) -> None:
+    """Mean log10 HV difference against evaluations per method, shaded mean ± std over runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hyperdnn.methods.pareto import ParetoSetLearning, log_hypervolume_difference
-
-    cfg: Config = ctx.config
-    budget = cfg.initial + cfg.iterations * cfg.batch
-    results: dict = {"budget": budget, "problems": {}}
-    rows = []
-    for name in cfg.problems:
-        prob, true_hv = _problem(name)
-        ref = np.array(REFERENCE[name])
-        lb, ub = prob.xl, prob.xu
-
-        def f(x: np.ndarray, prob=prob, lb=lb, ub=ub) -> np.ndarray:
-            return prob.evaluate(lb + x * (ub - lb))
-
-        curves: dict[str, list[list[float]]] = {"SVH-PSL": [], "PSL": [], "NSGA-II": []}
-        seconds: dict[str, list[float]] = {k: [] for k in curves}
-        for run_i in range(cfg.runs):
-            seed = ctx.seed + run_i
-            for label, svgd in (("SVH-PSL", True), ("PSL", False)):
-                t0 = time.perf_counter()
-                hist = ParetoSetLearning(
-                    f, DIMS[name], prob.n_obj, svgd=svgd, initial=cfg.initial, iterations=cfg.iterations, batch=cfg.batch,
-                    steps=cfg.steps, particles=cfg.particles, lcb=cfg.lcb, candidates=cfg.candidates, lr=cfg.lr,
-                    gp_steps=cfg.gp_steps, seed=seed,
-                ).run()
-                seconds[label].append(time.perf_counter() - t0)
-                curve = [log_hypervolume_difference(hist.y[:n], true_hv, ref) for n in hist.evaluations]
-                curves[label].append(curve)
-                ctx.log(kind="run", problem=name, method=label, seed=seed, log_hv_diff=curve[-1], seconds=seconds[label][-1])
-            t0 = time.perf_counter()
-            y = _nsga2(prob, cfg, seed)[:budget]
-            seconds["NSGA-II"].append(time.perf_counter() - t0)
-            evals = list(range(cfg.initial, budget + 1, cfg.batch))
-            curves["NSGA-II"].append([log_hypervolume_difference(y[:n], true_hv, ref) for n in evals])
-        evals = list(range(cfg.initial, budget + 1, cfg.batch))
-        summary: dict[str, dict] = {}
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for label, cs in curves.items():
-            arr = np.array(cs)
-            mean = arr.mean(axis=0)
-            ax.plot(evals[: len(mean)], mean, label=label, marker="o", markersize=2)
-            if arr.shape[0] > 1:
-                ax.fill_between(evals[: len(mean)], arr.min(axis=0), arr.max(axis=0), alpha=0.2)
-            summary[label] = {"final_log_hv_diff_mean": float(mean[-1]), "final_per_run": [float(c[-1]) for c in cs],
-                              "seconds_mean": float(np.mean(seconds[label])), "curve_mean": [float(v) for v in mean]}
-            rows.append([name, label, f"{mean[-1]:.3f}", f"{np.mean(seconds[label]):.1f}"])
-        ax.set_xlabel("function evaluations")
-        ax.set_ylabel("log10 hypervolume difference")
-        ax.set_title(f"{name.upper()} (ref {tuple(REFERENCE[name])}, {cfg.runs} run(s))")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ctx.save_figure(fig, f"psl_{name}")
-        best = min(summary, key=lambda k: float(summary[k]["final_log_hv_diff_mean"]))
-        results["problems"][name] = {"true_hv": true_hv, "reference": list(REFERENCE[name]), "best": best, "methods": summary}
-    ctx.table(f"log10 HV difference after {budget} evaluations (lower is better)", ["problem", "method", "log10 HV diff", "seconds"], rows,
-              note=f"{cfg.runs} run(s); {cfg.steps} model steps per iteration")
-    return results
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, cs in curves.items():
+        arr = np.array(cs)
+        mean, std = arr.mean(axis=0), arr.std(axis=0)
+        ax.plot(evals[: len(mean)], mean, label=label, marker="o", markersize=2)
+        if arr.shape[0] > 1:
+            ax.fill_between(evals[: len(mean)], mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("function evaluations")
+    ax.set_ylabel("log10 hypervolume difference")
+    ref = "normalised, ref 1.1" if prob.standardize else f"ref {tuple(prob.reference)}"
+    ax.set_title(f"{prob.title} ({ref}, {runs} run{'s' if runs > 1 else ''})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ctx.save_figure(fig, f"psl_{prob.name}")

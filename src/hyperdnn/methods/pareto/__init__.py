@@ -4,6 +4,8 @@
   whose input is a :class:`Preference` on the simplex.
 - :class:`ParetoSetLearning`: PSL (Lin et al., NeurIPS 2022) and SVH-PSL (Nguyen et al.,
   AAAI 2025) for expensive black-box problems, on Gaussian-process surrogates.
+- :func:`re_problem`: the seven real-world engineering problems of the RE suite (Tanabe &
+  Ishibuchi 2020) that SVH-PSL is evaluated on, and :func:`approximate_front` for their fronts.
 
 The solvers (scipy's ``linprog``), the hypervolume (pymoo) and the GPs (gpytorch) come
 from the optional ``pareto`` extra (``pip install hyperdnn[pareto]``), imported when used.
@@ -17,6 +19,7 @@ from hyperdnn.methods.pareto.phn import ParetoHyperNetwork, ParetoStep
 from hyperdnn.methods.pareto.preference_input import Preference, PreferenceInput
 from hyperdnn.methods.pareto.preferences import check_simplex, circle_rays, sample_dirichlet
 from hyperdnn.methods.pareto.psl import PSLHistory, ParetoSetLearning, log_hypervolume_difference, pareto_set_model
+from hyperdnn.methods.pareto.re_problems import RE_PROBLEMS, REProblem, approximate_front, non_dominated_archive, re_problem
 from hyperdnn.methods.pareto.scalarization import linear_scalarization, tchebycheff
 from hyperdnn.methods.pareto.surrogate import GPSurrogate
 from hyperdnn.methods.pareto.svgd import local_kernel, rbf_bandwidth, stein_loss, svgd_direction
@@ -32,6 +35,9 @@ __all__ = [
     "ParetoStep",
     "Preference",
     "PreferenceInput",
+    "REProblem",
+    "RE_PROBLEMS",
+    "approximate_front",
     "check_simplex",
     "circle_rays",
     "epo_loss",
@@ -41,8 +47,10 @@ __all__ = [
     "linear_scalarization",
     "local_kernel",
     "log_hypervolume_difference",
+    "non_dominated_archive",
     "pareto_set_model",
     "rbf_bandwidth",
+    "re_problem",
     "sample_dirichlet",
     "stein_loss",
     "svgd_direction",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -79,13 +79,27 @@ class PSLHistory:
         x: ``(n, d)`` evaluated decisions, in order.
         y: ``(n, m)`` their objective values.
         evaluations: the number of evaluations after each iteration (the first entry: the initial design).
-        seconds: wall time after each iteration.
+        seconds: wall time after each iteration (the iterations' own times, summed).
+        ideal: ``(m,)`` the Tchebycheff ideal point of the last iteration (zeros before the first).
     """
 
     x: np.ndarray
     y: np.ndarray
     evaluations: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    ideal: np.ndarray | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-able copy (floats round-trip exactly through JSON), e.g. for a run's checkpoint."""
+        return {"x": self.x.tolist(), "y": self.y.tolist(), "evaluations": list(self.evaluations), "seconds": list(self.seconds),
+                "ideal": None if self.ideal is None else self.ideal.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "PSLHistory":
+        """The history :meth:`state_dict` saved."""
+        return cls(x=np.array(state["x"], dtype=np.float64), y=np.array(state["y"], dtype=np.float64),
+                   evaluations=[int(n) for n in state["evaluations"]], seconds=[float(t) for t in state["seconds"]],
+                   ideal=None if state["ideal"] is None else np.array(state["ideal"], dtype=np.float64))
 
 
 class ParetoSetLearning:
@@ -101,6 +115,10 @@ class ParetoSetLearning:
         lr: Adam's learning rate. gp_steps: marginal-likelihood steps per GP fit.
         repulsion: SVGD's repulsion weight (the code's ``alpha = 0.001``).
         kernel_scale: the kernel bandwidth's scale (the code's ``c = 1``).
+        standardize: fit the GPs, the Tchebycheff ideal point and the batch selection on the
+            objectives standardised per iteration (mean 0, std 1 over the evaluated points), as the
+            SVH-PSL code does for every problem but ZDT (whose objectives share one scale); for
+            problems whose objectives differ by orders of magnitude (the RE suite).
         seed: seeds numpy and torch generators used by the run.
     """
 
@@ -122,6 +140,7 @@ class ParetoSetLearning:
         gp_steps: int = 100,
         repulsion: float = 1e-3,
         kernel_scale: float = 1.0,
+        standardize: bool = False,
         seed: int = 0,
     ) -> None:
         for name, value in (("dims", dims), ("objectives", objectives), ("initial", initial), ("iterations", iterations),
@@ -137,6 +156,7 @@ class ParetoSetLearning:
         self.initial, self.iterations, self.batch, self.steps = initial, iterations, batch, steps
         self.particles, self.lcb, self.candidates, self.lr, self.gp_steps = particles, lcb, candidates, lr, gp_steps
         self.repulsion, self.kernel_scale, self.seed = repulsion, kernel_scale, seed
+        self.standardize = bool(standardize)
 
     def _evaluate(self, x: np.ndarray) -> np.ndarray:
         y = np.asarray(self.problem(x), dtype=np.float64)
@@ -146,32 +166,52 @@ class ParetoSetLearning:
 
     def run(self, callback: Callable[[PSLHistory], None] | None = None) -> PSLHistory:
         """Runs the whole loop; ``callback(history)`` is called after the start and after each iteration."""
+        hist, rng = self.begin()
+        if callback is not None:
+            callback(hist)
+        for _ in range(self.iterations):
+            self.iterate(hist, rng)
+            if callback is not None:
+                callback(hist)
+        return hist
+
+    def begin(self) -> tuple[PSLHistory, np.random.Generator]:
+        """Seeds torch's global RNG and a numpy generator with ``seed`` and evaluates the Latin-hypercube start.
+
+        Returns:
+            The history (``initial`` points) and the generator that the iterations draw from; with
+            :meth:`iterate` this is :meth:`run` in pieces, so that a run can be checkpointed between
+            iterations (save ``history.state_dict()``, ``rng.bit_generator.state`` and torch's RNG state).
+        """
         from scipy.stats import qmc
 
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         start = time.perf_counter()
         x = qmc.LatinHypercube(d=self.dims, seed=rng).random(self.initial)
-        hist = PSLHistory(x=x, y=self._evaluate(x))
+        hist = PSLHistory(x=x, y=self._evaluate(x), ideal=np.zeros(self.objectives))
         hist.evaluations.append(len(hist.x))
         hist.seconds.append(time.perf_counter() - start)
-        if callback is not None:
-            callback(hist)
-        ideal = np.zeros(self.objectives)
-        for _ in range(self.iterations):
-            xt = torch.from_numpy(hist.x)
-            yt = torch.from_numpy(hist.y)
-            gp = GPSurrogate(xt, yt, steps=self.gp_steps)
-            ideal = np.minimum(ideal, hist.y.min(axis=0) - 0.1)
-            model = self.train_model(gp, torch.from_numpy(ideal), rng)
-            new = self.propose(model, gp, hist.y, rng)
-            hist.x = np.vstack([hist.x, new])
-            hist.y = np.vstack([hist.y, self._evaluate(new)])
-            hist.evaluations.append(len(hist.x))
-            hist.seconds.append(time.perf_counter() - start)
-            if callback is not None:
-                callback(hist)
-        return hist
+        return hist, rng
+
+    def iterate(self, hist: PSLHistory, rng: np.random.Generator) -> None:
+        """One iteration (fit the GPs, train a model, propose and evaluate ``batch`` points); extends ``hist`` in place."""
+        start = time.perf_counter()
+        y = hist.y
+        if self.standardize:  # the SVH-PSL code's StandardScaler: population std, 1 where it is 0
+            std = y.std(axis=0)
+            y = (y - y.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        xt = torch.from_numpy(hist.x)
+        yt = torch.from_numpy(y)
+        gp = GPSurrogate(xt, yt, steps=self.gp_steps)
+        ideal = np.zeros(self.objectives) if hist.ideal is None else hist.ideal
+        hist.ideal = np.minimum(ideal, y.min(axis=0) - 0.1)
+        model = self.train_model(gp, torch.from_numpy(hist.ideal), rng)
+        new = self.propose(model, gp, y, rng)
+        hist.x = np.vstack([hist.x, new])
+        hist.y = np.vstack([hist.y, self._evaluate(new)])
+        hist.evaluations.append(len(hist.x))
+        hist.seconds.append(hist.seconds[-1] + time.perf_counter() - start)
 
     def train_model(self, gp: GPSurrogate, ideal: Tensor, rng: np.random.Generator) -> HyperDNN:
         """Trains a fresh Pareto-set model on the surrogates (step 2 of the loop)."""
