@@ -202,30 +202,19 @@ def test_standardized_reconstruction_every_step():
 
 @needs_mnist
 @pytest.mark.parametrize("stop_at", [5, 13])  # inside a scratch network's job; inside a hypernetwork's job
-def test_recipe_any_width_mnist_resumes_exactly(tmp_path, monkeypatch, stop_at):
+def test_recipe_any_width_mnist_resumes_exactly(tmp_path, interrupted_run, stop_at):
     """Ctrl-C mid-run then ``--resume`` gives the uninterrupted run's results and metrics, byte for byte."""
     import json
 
     from hyperdnn.experiments.registry import get_recipe
-    from hyperdnn.experiments.runs import RunContext, RunInterrupted, run_recipe
+    from hyperdnn.experiments.runs import run_recipe
 
     r = get_recipe("any-width-mnist")
     cfg = dict(min_width=3, max_width=5, net_steps=3, hyper_steps=4, batch_size=16, train_subset=64,
                test_subset=50, num_freqs=2, hidden=(8,))
     kw = dict(data_dir=DATA, show_progress=False, print_tables=False, checkpoint_every=0, threads=1, seed=0)
     ref = run_recipe(r, r.config(**cfg), out_dir=tmp_path / "ref", **kw)
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == stop_at:
-            ctx._interrupted = True  # what the SIGINT handler sets
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        run_recipe(r, r.config(**cfg), out_dir=tmp_path / "cut", **kw)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
+    run_dir = interrupted_run(r, r.config(**cfg), stop_at, out_dir=tmp_path / "cut", **kw)
     resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
     strip = lambda res: {k: v for k, v in res.items() if k != "train_seconds"}  # wall-clock times differ
     assert json.dumps(strip(resumed.results), sort_keys=True) == json.dumps(strip(ref.results), sort_keys=True)

@@ -146,24 +146,12 @@ def test_ghn_mnist_short(tmp_path: Path) -> None:
 
 
 @needs_mnist
-def test_ghn_mnist_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hyperdnn.experiments.runs import RunContext, RunInterrupted
-
+def test_ghn_mnist_resumes_exactly(tmp_path: Path, interrupted_run) -> None:
     r = get_recipe("ghn-mnist")
     cfg = dict(TINY, finetune_steps=0, held_out=1)
     ref = run_recipe(r, r.config(**cfg), out_dir=tmp_path / "ref", data_dir=DATA, **KW)
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == 6:  # inside the second GHN's training
-            ctx._interrupted = True
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        run_recipe(r, r.config(**cfg), out_dir=tmp_path / "cut", data_dir=DATA, **KW)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
+    # step 6: inside the second GHN's training
+    run_dir = interrupted_run(r, r.config(**cfg), 6, out_dir=tmp_path / "cut", data_dir=DATA, **KW)
     resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
     assert _timeless(resumed.results) == _timeless(ref.results)
     assert (run_dir / "metrics.jsonl").read_text() == (ref.run_dir / "metrics.jsonl").read_text()

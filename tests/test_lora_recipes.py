@@ -15,7 +15,7 @@ import torch
 
 from hyperdnn.errors import ConfigError
 from hyperdnn.experiments.registry import get_recipe
-from hyperdnn.experiments.runs import RunContext, RunInterrupted, run_recipe
+from hyperdnn.experiments.runs import run_recipe
 
 transformers = pytest.importorskip("transformers")  # the [lora] extra is part of [test]
 pytest.importorskip("peft")
@@ -64,21 +64,11 @@ def _run(name: str, tmp_path: Path, out: str = "runs", **config):
                       print_tables=False, checkpoint_every=0, threads=1, seed=0)
 
 
-def _interrupted_then_resumed(name: str, stop_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config):
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == stop_at:
-            ctx._interrupted = True  # what the SIGINT handler sets
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        _run(name, tmp_path, "cut", **config)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
-    assert not (run_dir / "results.json").exists()
-    return run_recipe(get_recipe(name), resume=run_dir, show_progress=False, print_tables=False), run_dir
+def _interrupted_then_resumed(name: str, stop_at: int, tmp_path: Path, interrupted_run, **config):
+    r = get_recipe(name)
+    run_dir = interrupted_run(r, r.config(**config), stop_at, out_dir=tmp_path / "cut", data_dir=DATA,
+                              show_progress=False, print_tables=False, checkpoint_every=0, threads=1, seed=0)
+    return run_recipe(r, resume=run_dir, show_progress=False, print_tables=False), run_dir
 
 
 def _without_seconds(x):
@@ -108,10 +98,10 @@ def test_lora_multitask_recipe_short_run_writes_its_tables(tmp_path, encoder_dir
 
 
 @needs_kjv
-def test_lora_multitask_interrupted_and_resumed_equals_uninterrupted(tmp_path, encoder_dir, monkeypatch) -> None:
+def test_lora_multitask_interrupted_and_resumed_equals_uninterrupted(tmp_path, encoder_dir, interrupted_run) -> None:
     # 2 + 4 + 2 steps before frozen-head: stop inside the second per-task LoRA
     ref = _run("lora-multitask", tmp_path, "ref", **MT, encoder=str(encoder_dir))
-    resumed, run_dir = _interrupted_then_resumed("lora-multitask", 8, tmp_path, monkeypatch, **MT, encoder=str(encoder_dir))
+    resumed, run_dir = _interrupted_then_resumed("lora-multitask", 8, tmp_path, interrupted_run, **MT, encoder=str(encoder_dir))
     assert _without_seconds(resumed.results) == _without_seconds(ref.results)
     assert (run_dir / "metrics.jsonl").read_text() == (ref.run_dir / "metrics.jsonl").read_text()
 
@@ -150,9 +140,9 @@ def test_text_to_lora_reports_base_generated_and_control_per_task(tmp_path, enco
 
 
 @needs_kjv
-def test_text_to_lora_resumes_exactly_and_refuses_a_held_out_training_task(tmp_path, encoder_dir, monkeypatch) -> None:
+def test_text_to_lora_resumes_exactly_and_refuses_a_held_out_training_task(tmp_path, encoder_dir, interrupted_run) -> None:
     ref = _run("text-to-lora", tmp_path, "ref", **T2L, encoder=str(encoder_dir))
-    resumed, _ = _interrupted_then_resumed("text-to-lora", 2, tmp_path, monkeypatch, **T2L, encoder=str(encoder_dir))
+    resumed, _ = _interrupted_then_resumed("text-to-lora", 2, tmp_path, interrupted_run, **T2L, encoder=str(encoder_dir))
     assert _without_seconds(resumed.results) == _without_seconds(ref.results)
     with pytest.raises(ConfigError, match="both held out and trained on"):
         get_recipe("text-to-lora").config(held_out=("testament",), train_tasks=("testament", "genre"))
@@ -205,10 +195,10 @@ def test_lora_lm_on_a_tiny_llama_reports_perplexities_and_counts(tmp_path, encod
 
 
 @needs_kjv
-def test_lora_lm_resumes_exactly_across_its_phases(tmp_path, encoder_dir, llama_dir, monkeypatch) -> None:
+def test_lora_lm_resumes_exactly_across_its_phases(tmp_path, encoder_dir, llama_dir, interrupted_run) -> None:
     # 4 hypernetwork steps, then 2 per PEFT LoRA: stop in the second book's PEFT LoRA
     ref = _run("lora-lm", tmp_path, "ref", **LM, model=str(llama_dir), encoder=str(encoder_dir))
-    resumed, _ = _interrupted_then_resumed("lora-lm", 7, tmp_path, monkeypatch, **LM, model=str(llama_dir),
+    resumed, _ = _interrupted_then_resumed("lora-lm", 7, tmp_path, interrupted_run, **LM, model=str(llama_dir),
                                            encoder=str(encoder_dir))
     assert _without_seconds(resumed.results) == _without_seconds(ref.results)
     assert json.dumps(resumed.results["parameters"]) == json.dumps(ref.results["parameters"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hyperdnn.experiments.registry import get_recipe
-from hyperdnn.experiments.runs import RunContext, RunInterrupted, run_recipe
+from hyperdnn.experiments.runs import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HYPERDNN_DATA") or REPO.parent / "shared" / "data")
@@ -47,24 +47,12 @@ def rows(run_dir: Path) -> list[dict]:
         pytest.param("pareto-multimnist", MM, 14, marks=pytest.mark.skipif(not HAS_MNIST, reason=f"MNIST not found under {DATA}")),
     ],
 )
-def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, interrupted_run) -> None:
     r = get_recipe(name)
     if name == "pareto-multimnist":
         config = dict(config, cache_dir=str(tmp_path / "cache"))
     ref = run_recipe(r, r.config(**config), data_dir=DATA, out_dir=tmp_path / "ref", **KW)
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == stop_at:
-            ctx._interrupted = True  # what the SIGINT handler sets
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        run_recipe(r, r.config(**config), data_dir=DATA, out_dir=tmp_path / "cut", **KW)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
-    assert not (run_dir / "results.json").exists()
+    run_dir = interrupted_run(r, r.config(**config), stop_at, data_dir=DATA, out_dir=tmp_path / "cut", **KW)
     resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
     got, want = without_time(resumed.results), without_time(ref.results)
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)

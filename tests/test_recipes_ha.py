@@ -72,28 +72,15 @@ def test_seq_mnist_short(tmp_path: Path) -> None:
         ("seq-mnist", dict(epochs=2, batch_size=32, train_subset=96, hidden=16, hyper_size=8, models=("hyper-lstm", "lstm")), 2),
     ],
 )
-def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path, interrupted_run) -> None:
     from safetensors.torch import load_file
 
-    from hyperdnn.experiments.runs import RunContext, RunInterrupted, latest_checkpoint
+    from hyperdnn.experiments.runs import latest_checkpoint
 
     r = get_recipe(name)
     kw = dict(data_dir=DATA, show_progress=False, print_tables=False, checkpoint_every=0, threads=1, seed=5)
     ref = run_recipe(r, r.config(**config), out_dir=tmp_path / "ref", **kw)
-
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == stop_at:
-            ctx._interrupted = True  # what the SIGINT handler sets
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        run_recipe(r, r.config(**config), out_dir=tmp_path / "cut", **kw)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
-    assert not (run_dir / "results.json").exists()
+    run_dir = interrupted_run(r, r.config(**config), stop_at, out_dir=tmp_path / "cut", **kw)
     resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
 
     assert resumed.results["models"] == ref.results["models"]

@@ -60,26 +60,13 @@ def test_mnist_short_run_writes_tables_figures_and_the_verdict(tmp_path: Path) -
 
 @pytest.mark.parametrize("name, config, stop_at", [("uncertainty-toy", TOY, 47), ("uncertainty-mnist", MNIST, 9)])
 def test_interrupted_and_resumed_equals_uninterrupted(name: str, config: dict, stop_at: int, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from hyperdnn.experiments.runs import RunContext, RunInterrupted
-
+                                                      interrupted_run) -> None:
     if name == "uncertainty-mnist" and not ((DATA / "mnist").is_dir() or (DATA / "train-images-idx3-ubyte.gz").is_file()):
         pytest.skip(f"MNIST not found under {DATA}")
     r = get_recipe(name)
     kw = dict(KW, data_dir=DATA)
     ref = run_recipe(r, r.config(**config), out_dir=tmp_path / "ref", **kw)
-    step_done = RunContext.step_done
-
-    def ctrl_c_at(ctx: RunContext, n: int = 1, **metrics) -> None:
-        if ctx.global_step + n == stop_at:
-            ctx._interrupted = True  # what the SIGINT handler sets
-        step_done(ctx, n, **metrics)
-
-    monkeypatch.setattr(RunContext, "step_done", ctrl_c_at)
-    with pytest.raises(RunInterrupted):
-        run_recipe(r, r.config(**config), out_dir=tmp_path / "cut", **kw)
-    monkeypatch.setattr(RunContext, "step_done", step_done)
-    (run_dir,) = (tmp_path / "cut").iterdir()
+    run_dir = interrupted_run(r, r.config(**config), stop_at, out_dir=tmp_path / "cut", **kw)
     resumed = run_recipe(r, resume=run_dir, show_progress=False, print_tables=False)
     assert json.dumps(resumed.results, sort_keys=True) == json.dumps(ref.results, sort_keys=True)
     assert (run_dir / "metrics.jsonl").read_text() == (ref.run_dir / "metrics.jsonl").read_text()
