@@ -264,9 +264,8 @@ class HyperDNN(nn.Module):
         rows = x.shape[bd]
         # Inference may run members in chunks (one member: the target's own forward);
         # gradients and training-mode BatchNorm keep one call, so training is unchanged.
-        chunk = not torch.is_grad_enabled() and not has_training_batchnorm(slots.target)
-        per_call = members_per_call(k, rows, x.device) if chunk else k
-        if chunk and (per_call < k or k == 1):
+        per_call = members_per_call(k, rows, x.device) if not torch.is_grad_enabled() else k
+        if (per_call < k or (k == 1 and not torch.is_grad_enabled())) and not has_training_batchnorm(slots.target):
             chunked = self._ensemble_in_chunks(theta, k, per_call, args, kwargs, slots)
             if chunked is not None:
                 return chunked
@@ -279,7 +278,7 @@ class HyperDNN(nn.Module):
         for start in range(0, k, per_call):
             stop = min(start + per_call, k)
             if stop - start == 1:
-                out = slots.run(densify(one_group(theta, start)), args, kwargs)
+                out = self._run_static(slots, one_group(theta, start), args, kwargs)
                 out = out.unsqueeze(0) if isinstance(out, Tensor) else out
             else:
                 out = self._ensemble_call(take_groups(theta, start, stop), stop - start, args, kwargs, slots)
