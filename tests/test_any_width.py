@@ -173,7 +173,8 @@ def test_recipe_any_width_mnist_short(tmp_path):
                      checkpoint_every=0, threads=1)
     out = res.results
     assert out["train_widths"] == [4, 5] and out["test_widths"] == [3, 4, 5]
-    assert set(out["accuracy"]) == {"scratch", "pruned", "pruned (permuted)", "implicit", "no-permutation", "no-noise"}
+    assert set(out["accuracy"]) == {"scratch", "pruned", "pruned (permuted)", "grid", "grid-no-permutation", "grid-no-noise", "implicit"}
+    assert out["hypernetwork_params"]["grid"] == out["widest_network_params"]  # the grids are the widest network
     assert all(0 <= a <= 100 for c in out["accuracy"].values() for a in c.values())
     # The widest scratch network is the reference itself, and cutting it to its own width changes nothing.
     assert out["accuracy"]["scratch"]["5"] == out["accuracy"]["pruned"]["5"]

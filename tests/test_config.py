@@ -44,6 +44,7 @@ EXAMPLES = [
     hd.LowRank(rank=3, embedding_dim=2, on_small="full"),
     hd.Additive(inner=hd.LowRank(rank=2), scale=0.5, zero_init=False, learn_theta0=False),
     hd.Implicit(num_freqs=4, chunk_size=64, coord_noise=0.5, norm=32.0, kernel=9, scale="n-in"),
+    hd.Implicit(encoding="grid", chunk_size=128, coord_noise=1.0),
     hd.methods.LoRAOutput(rank=4, alpha=8.0, layer_dim=3, kind_dim=5, decomposed=2, zero_init=False),
 ]
 AXIS = {InputConfig: "inputs", BodyConfig: "body", OutputConfig: "outputs"}

@@ -9,6 +9,7 @@
 | LowRank | low_rank.py | ``A @ B^T`` factors per weight matrix |
 | Additive | additive.py | ``theta0 + scale * delta`` (MIP, Ortiz et al.) |
 | Implicit | implicit.py | each weight row from its coordinates, any width (NeuMeta) |
+| (Implicit, encoding="grid") | implicit_grid.py | each tensor a grid sampled at any width by interpolation |
 
 A strategy's config derives from :class:`hyperdnn.config.OutputConfig`; defining
 the class registers it (``to_dict``/``from_dict`` and checkpoints need nothing

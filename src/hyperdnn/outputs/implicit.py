@@ -68,6 +68,7 @@ from .base import OutputModule, split_flat
 
 COORDS = 6
 SCALES = ("sqrt-fan-in", "n-in", "none")
+ENCODINGS = ("fourier", "grid")
 
 
 @dataclass
@@ -86,6 +87,12 @@ class Implicit(OutputConfig):
         scale: ``"sqrt-fan-in"`` (default): a tensor times ``1 / sqrt(fan_in)`` of its layer;
             ``"n-in"``: NeuMeta's, a weight (not a bias) divided by its input size;
             ``"none"``: the head's numbers as they are.
+        encoding: ``"fourier"`` (default): the Fourier features of the coordinates through the
+            body and head (NeuMeta's design); ``"grid"``: no body, each tensor a grid initialised
+            with the construction target's tensor and sampled at any width by bilinear
+            interpolation, scaled by ``R_in / n_in`` (see :mod:`hyperdnn.outputs.implicit_grid`;
+            takes no condition, serves the construction target's depth and kernels only;
+            ``num_freqs``, ``norm``, ``kernel`` and ``scale`` do not apply).
 
     The body must be token-wise (``hd.MLP``): it sees one token per row.
 
@@ -100,6 +107,7 @@ class Implicit(OutputConfig):
     norm: float | None = checked(optional(number(0.0, low_open=True)), default=None)
     kernel: int | None = checked(optional(positive_int), default=None)
     scale: str = checked(choice(*SCALES), default="sqrt-fan-in")
+    encoding: str = checked(choice(*ENCODINGS), default="fourier")
     any_target: ClassVar[bool] = True
 
     def check(self) -> None:
@@ -107,6 +115,15 @@ class Implicit(OutputConfig):
             raise ConfigError(f"Implicit: num_freqs must be an int in [1, 30] (got {self.num_freqs!r})")
 
     def build(self, spec: TargetSpec, cond_dim: int, body, initial) -> OutputModule:
+        if self.encoding == "grid":
+            if cond_dim:
+                raise ConfigError(
+                    f"Implicit(encoding='grid'): the grid is the whole function and takes no condition (got a condition "
+                    f"of width {cond_dim} from the inputs); build the HyperDNN without inputs, or use encoding='fourier'"
+                )
+            from .implicit_grid import GridImplicitOutput
+
+            return GridImplicitOutput(spec, initial, self.chunk_size, float(self.coord_noise))
         if body.mixes_tokens:
             raise ConfigError(
                 f"Implicit: the body must treat tokens independently (one token per weight row); "

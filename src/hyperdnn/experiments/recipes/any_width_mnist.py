@@ -42,7 +42,8 @@ from hyperdnn.experiments.recipes import non_negative, positive, positive_ints, 
 from hyperdnn.experiments.recipes._classifiers import count_correct, standardized_mnist
 from hyperdnn.experiments.runs import RunContext
 
-VARIANTS = ("implicit", "no-permutation", "no-noise")
+VARIANTS = ("grid", "grid-no-permutation", "grid-no-noise", "implicit", "no-permutation", "no-noise")
+DEFAULT_VARIANTS = ("grid", "grid-no-permutation", "grid-no-noise", "implicit")
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Config:
     net_steps: int = field(default=500, metadata={"help": "optimizer steps of every network trained from scratch (reference included)"})
     hyper_steps: int = field(default=1500, metadata={"help": "optimizer steps of each hypernetwork"})
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate of the networks and the Fourier-feature hypernetworks (cosine to 10 %)"})
+    grid_lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate of the grid-encoded hypernetworks (their parameters are weights, so a plain network's rate)"})
     train_subset: int = field(default=0, metadata={"help": "train on the first N training images only (0: all 60,000)"})
     test_subset: int = field(default=0, metadata={"help": "test on the first N test images only (0: all 10,000)"})
     hidden: tuple[int, ...] = field(default=(64, 64, 64), metadata={"help": "the coordinate MLP's hidden widths"})
@@ -65,7 +67,7 @@ class Config:
     kd: float = field(default=0.0, metadata={"help": "weight of the distillation term from the reference network's outputs (0: off)"})
     recon_every_step: bool = field(default=True, metadata={"help": "reconstruct the reference at every step (NeuMeta: only when width 32 is drawn)"})
     standardize_recon: bool = field(default=True, metadata={"help": "reconstruction error relative to each reference tensor's variance (NeuMeta: raw)"})
-    variants: tuple[str, ...] = field(default=VARIANTS, metadata={"help": "which of implicit,no-permutation,no-noise"})
+    variants: tuple[str, ...] = field(default=DEFAULT_VARIANTS, metadata={"help": "which hypernetworks: grid, grid-no-permutation, grid-no-noise (Implicit(encoding='grid'), started from the reference), implicit, no-permutation, no-noise (NeuMeta's Fourier-feature MLP)"})
     scratch: bool = field(default=True, metadata={"help": "train a network from scratch at every test width"})
 
     def __post_init__(self) -> None:
@@ -73,6 +75,7 @@ class Config:
         for name in ("min_width", "max_width", "net_steps", "hyper_steps", "batch_size", "num_freqs"):
             positive(part, name, getattr(self, name))
         positive(part, "lr", self.lr, float)
+        positive(part, "grid_lr", self.grid_lr, float)
         for name in ("train_subset", "test_subset"):
             non_negative(part, name, getattr(self, name))
         for name in ("coord_noise", "recon", "reg", "kd"):
@@ -109,6 +112,10 @@ class LeNet(nn.Module):
         return self.linear(x)
 
 
+def _is_grid(variant: str) -> bool:
+    return variant.startswith("grid")
+
+
 def numel(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -134,7 +141,8 @@ def _plot(ctx: RunContext, cfg: Config, curves: dict[str, dict[int, float]], siz
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
     styles = {"scratch": ("k", "o", "-"), "pruned": ("C3", "x", "--"), "pruned (permuted)": ("C1", "x", ":"),
-              "implicit": ("C0", "s", "-"), "no-permutation": ("C2", "^", "-"), "no-noise": ("C4", "v", "-")}
+              "implicit": ("C7", "s", "-"), "no-permutation": ("C8", "^", "-"), "no-noise": ("C9", "v", "-"),
+              "grid": ("C0", "s", "-"), "grid-no-permutation": ("C2", "^", "-"), "grid-no-noise": ("C4", "v", "-")}
     trained = set(cfg.train_widths)
     for name, curve in curves.items():
         color, marker, line = styles.get(name, ("C5", ".", "-"))
@@ -148,7 +156,8 @@ def _plot(ctx: RunContext, cfg: Config, curves: dict[str, dict[int, float]], siz
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     names = list(sizes)
-    bx.bar(range(len(names)), [sizes[n] / 1e6 for n in names], color=["C0", "k", "C3"][: len(names)])
+    colors = {"grid hypernetwork": "C0", "Fourier-MLP hypernetwork": "C7", "widest network": "C3"}
+    bx.bar(range(len(names)), [sizes[n] / 1e6 for n in names], color=[colors.get(n, "k") for n in names])
     bx.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     bx.set_ylabel("parameters (millions)")
     bx.set_title("what is stored", fontsize=9)
@@ -169,10 +178,14 @@ def run(ctx: RunContext) -> dict:
     hypers = {}
     for v in cfg.variants:
         torch.manual_seed(ctx.seed + 17)  # every variant starts from the same hypernetwork
-        noise = 0.0 if v == "no-noise" else cfg.coord_noise
-        hypers[v] = HyperDNN(LeNet(cfg.max_width), outputs=Implicit(num_freqs=cfg.num_freqs, coord_noise=noise),
-                             body=MLP(hidden=cfg.hidden)).to(ctx.device)
-    opts = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr) for k, m in (nets | hypers).items()}
+        noise = 0.0 if v.endswith("no-noise") else cfg.coord_noise
+        if _is_grid(v):  # the grids are set to the (permuted) reference when their training starts
+            hypers[v] = HyperDNN(LeNet(cfg.max_width), outputs=Implicit(encoding="grid", coord_noise=noise)).to(ctx.device)
+        else:
+            hypers[v] = HyperDNN(LeNet(cfg.max_width), outputs=Implicit(num_freqs=cfg.num_freqs, coord_noise=noise),
+                                 body=MLP(hidden=cfg.hidden)).to(ctx.device)
+    peak = {k: cfg.grid_lr if k in hypers and _is_grid(k) else cfg.lr for k in nets | hypers}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=peak[k]) for k, m in (nets | hypers).items()}
     gens = {v: torch.Generator().manual_seed(ctx.seed + 1) for v in hypers}
     ctx.track(**{f"model_{k}": m for k, m in (nets | hypers).items()}, **{f"opt_{k}": o for k, o in opts.items()},
               **{f"widths_{v}": g for v, g in gens.items()})
@@ -184,7 +197,7 @@ def run(ctx: RunContext) -> dict:
     def method_for(v: str) -> AnyWidth:
         if v not in methods:
             methods[v] = AnyWidth(hypers[v], lambda w: LeNet(w).to(ctx.device), widths, nets["reference"],
-                                  permute=v != "no-permutation", recon=cfg.recon, reg=cfg.reg, kd=cfg.kd,
+                                  permute=not v.endswith("no-permutation"), recon=cfg.recon, reg=cfg.reg, kd=cfg.kd,
                                   recon_decay_steps=cfg.hyper_steps, generator=gens[v],
                                   recon_every_step=cfg.recon_every_step, standardize_recon=cfg.standardize_recon)
         return methods[v]
@@ -198,10 +211,12 @@ def run(ctx: RunContext) -> dict:
         if is_hyper:
             method = method_for(name)
             method.steps = state["step"]
+            if _is_grid(name) and state["step"] == 0:  # a resumed job keeps its trained grids
+                model.hypernetwork.outputs.load_weights(method.reference_weights)
         start = time.perf_counter()
         while state["step"] < total:
             idx = _batch(ctx, state["job"], state["step"], len(xtr), cfg.batch_size, ctx.device)
-            _cosine(opt, cfg.lr, state["step"], total)
+            _cosine(opt, peak[name], state["step"], total)
             if is_hyper:
                 parts = method.step(xtr[idx], ytr[idx], opt)
                 loss = parts["loss"]
@@ -230,9 +245,11 @@ def run(ctx: RunContext) -> dict:
     curves["pruned (permuted)"] = {w: accuracy(keep_first_channels(permuted, LeNet(w).to(ctx.device))) for w in tests}
     for v in hypers:
         curves[v] = method_for(v).evaluate(xte, yte, widths=tests)
-    hyper_params = numel(next(iter(hypers.values())).hypernetwork) if hypers else 0
+    hyper_sizes = {v: numel(h.hypernetwork) for v, h in hypers.items()}
+    kinds = {"grid hypernetwork": [n for v, n in hyper_sizes.items() if _is_grid(v)],
+             "Fourier-MLP hypernetwork": [n for v, n in hyper_sizes.items() if not _is_grid(v)]}
     replaced = sum(numel(LeNet(w)) for w in tests)
-    sizes = {"hypernetwork": hyper_params, f"{len(tests)} networks": replaced, "widest network": numel(LeNet(cfg.max_width))}
+    sizes = {k: max(v) for k, v in kinds.items() if v} | {f"{len(tests)} networks": replaced, "widest network": numel(LeNet(cfg.max_width))}
     _plot(ctx, cfg, curves, sizes)
 
     names = list(curves)
@@ -247,8 +264,9 @@ def run(ctx: RunContext) -> dict:
         ["model", "mean acc %", "min acc %", "worst gap to scratch (points)", "widths within 1 point of scratch"],
         [[n, sum(c.values()) / len(c), min(c.values()), min(gaps[n].values()) if n in gaps else "",
           f"{sum(g >= -1.0 for g in gaps[n].values())}/{len(tests)}" if n in gaps else ""] for n, c in curves.items()],
-        note=(f"hypernetwork: {hyper_params:,} parameters; the {len(tests)} networks it replaces: {replaced:,} "
-              f"(ratio {hyper_params / replaced:.4f}); the widest network alone: {numel(LeNet(cfg.max_width)):,}. "
+        note=("; ".join(f"{k}: {n:,} parameters (ratio {n / replaced:.4f} to the networks it replaces)" for k, n in sizes.items()
+                        if k.endswith("hypernetwork"))
+              + f"; the {len(tests)} networks it replaces: {replaced:,}; the widest network alone: {numel(LeNet(cfg.max_width)):,}. "
               f"Total variation of the reference {total_variation(reference):.2f}, after the permutation "
               f"{total_variation(permuted):.2f}."),
     )
@@ -256,7 +274,7 @@ def run(ctx: RunContext) -> dict:
         "train_widths": widths,
         "test_widths": tests,
         "accuracy": {n: {str(w): a for w, a in c.items()} for n, c in curves.items()},
-        "hypernetwork_params": hyper_params,
+        "hypernetwork_params": hyper_sizes,
         "replaced_networks_params": replaced,
         "widest_network_params": numel(LeNet(cfg.max_width)),
         "total_variation": {"reference": total_variation(reference), "permuted": total_variation(permuted)},
