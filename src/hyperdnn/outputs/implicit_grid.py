@@ -92,7 +92,11 @@ class GridImplicitOutput(OutputModule, DynamicOutput):
         lead = tuple(z.shape[:-1])
         track = torch.is_grad_enabled() and any(g.requires_grad for g in self.grids)
         noise = self.coord_noise if self.training else 0.0
-        flat = []
+        first = self.grids[0]
+        # without autograd the blocks are written into one buffer: peak memory is the target plus one block
+        out = None if track else torch.empty(spec.numel, device=first.device, dtype=first.dtype)  # (P,)
+        pieces: list[Tensor] = []
+        offset = 0
         for p, grid in zip(spec.params, self.grids):
             n_out, n_in, kk = rows_of(p.shape)
             r_out, r_in = grid.shape[0], grid.shape[1]
@@ -101,15 +105,18 @@ class GridImplicitOutput(OutputModule, DynamicOutput):
             fi = f_i[None, :, None]  # (1, n_in, 1)
             scale_i = r_in / n_in  # the Riemann-sum factor: 1 at the construction width
             step = n_out if track else max(1, self.chunk_size // max(1, n_in))
-            pieces = []
             for a in range(0, n_out, step):  # row blocks bound the no-grad path's peak memory
                 b = min(n_out, a + step)
                 fo = f_o[a:b, None, None]
                 rows = grid[lo_o[a:b]] * (1 - fo) + grid[up_o[a:b]] * fo  # (rows, r_in, kk)
-                w = (rows[:, lo_i] * (1 - fi) + rows[:, up_i] * fi) * scale_i  # (rows, n_in, kk)
-                pieces.append(w.reshape(-1))
-            flat.append(torch.cat(pieces) if len(pieces) > 1 else pieces[0])
-        out = torch.cat(flat)  # (P,)
+                w = ((rows[:, lo_i] * (1 - fi) + rows[:, up_i] * fi) * scale_i).reshape(-1)  # (rows * n_in * kk,)
+                if track:
+                    pieces.append(w)
+                else:
+                    out[offset:offset + w.numel()] = w
+                offset += w.numel()
+        if track:
+            out = torch.cat(pieces)
         return split_flat(out.expand(*lead, out.shape[0]) if lead else out, spec)
 
     def check_family(self, spec: TargetSpec, kinds: dict[str, str] | None) -> None:
