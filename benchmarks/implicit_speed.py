@@ -53,12 +53,39 @@ class LeNet(nn.Module):
         self.linear = nn.Linear(4 * w, 10)
 
 
-def build(hidden: tuple[int, ...], chunk: int):
+def build(hidden: tuple[int, ...], chunk: int, encoding: str = "fourier"):
     """The implicit HyperDNN (built around width 32, as the recipe trains it)."""
     import hyperdnn as hd
 
     torch.manual_seed(0)
+    if encoding == "grid":
+        return hd.HyperDNN(LeNet(32), outputs=hd.Implicit(encoding="grid", chunk_size=chunk)).eval()
     return hd.HyperDNN(LeNet(32), outputs=hd.Implicit(chunk_size=chunk), body=hd.MLP(hidden=hidden)).eval()
+
+
+def limit_generate_grid(model, shapes: list[tuple[int, ...]], chunk: int) -> Tensor:
+    """The grid encoding's math written directly: bilinear samples of each grid times ``R_in / n_in``."""
+    grids = list(model.hypernetwork.outputs.grids)
+    out = torch.empty(sum(math.prod(s) for s in shapes))
+    offset = 0
+
+    def where(n: int, r: int) -> tuple[Tensor, Tensor, Tensor]:
+        x = ((torch.arange(n, dtype=torch.float32) + 0.5) * (r / n) - 0.5).clamp(0, r - 1)
+        lo = x.floor().clamp(max=max(r - 2, 0)).long()
+        return lo, (lo + 1).clamp(max=r - 1), x - lo
+    for grid, shape in zip(grids, shapes):
+        n_out, n_in = shape[0], shape[1] if len(shape) > 1 else 1
+        a0, a1, fa = where(n_out, grid.shape[0])
+        b0, b1, fb = where(n_in, grid.shape[1])
+        fb = fb[None, :, None]
+        step = max(1, chunk // n_in)
+        for a in range(0, n_out, step):
+            f = fa[a:a + step, None, None]
+            rows = grid[a0[a:a + step]] * (1 - f) + grid[a1[a:a + step]] * f
+            w = (rows[:, b0] * (1 - fb) + rows[:, b1] * fb) * (grid.shape[1] / n_in)
+            out[offset:offset + w.numel()] = w.reshape(-1)
+            offset += w.numel()
+    return out
 
 
 def limit_generate(model, shapes: list[tuple[int, ...]], chunk: int) -> Tensor:
@@ -95,9 +122,10 @@ def limit_generate(model, shapes: list[tuple[int, ...]], chunk: int) -> Tensor:
     return out
 
 
-def measure_memory(impl: str, width: int, chunk: int, hidden: tuple[int, ...]) -> dict:
+def measure_memory(impl: str, width: int, chunk: int, hidden: tuple[int, ...], encoding: str = "fourier") -> dict:
     """One generation in this process; returns the resident-memory rise and the target size."""
-    model = build(hidden, chunk)
+    model = build(hidden, chunk, encoding)
+    limit = limit_generate_grid if encoding == "grid" else limit_generate
     target = LeNet(width)
     shapes = [tuple(p.shape) for p in target.parameters()]
     size = 4 * sum(math.prod(s) for s in shapes)
@@ -106,15 +134,15 @@ def measure_memory(impl: str, width: int, chunk: int, hidden: tuple[int, ...]) -
         # freed, and the rise would read near 0. The call-time target's preparation, part of
         # the first hyperdnn call, copies no parameter (its slots are empty placeholders).
         with PeakRSS() as peak:
-            theta = model.weights(target=target) if impl == "hyperdnn" else limit_generate(model, shapes, chunk)
+            theta = model.weights(target=target) if impl == "hyperdnn" else limit(model, shapes, chunk)
         del theta
     return {"impl": impl, "width": width, "chunk": chunk, "target_bytes": size, "peak_bytes": peak.peak_bytes,
             "ratio": peak.peak_bytes / size, "method": peak.method}
 
 
-def _memory_in_subprocess(impl: str, width: int, chunk: int, hidden: tuple[int, ...], threads: int) -> dict:
+def _memory_in_subprocess(impl: str, width: int, chunk: int, hidden: tuple[int, ...], threads: int, encoding: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.implicit_speed", "--memory-child", f"{impl},{width},{chunk}",
-           "--hidden", ",".join(map(str, hidden)), "--threads", str(threads)]
+           "--hidden", ",".join(map(str, hidden)), "--threads", str(threads), "--encoding", encoding]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -127,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", default="1024,4096,16384,65536", help="chunk sizes (rows) to time and measure")
     p.add_argument("--memory-widths", default="64,128,200", help="target widths for peak memory vs size")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--encoding", choices=("fourier", "grid"), default="fourier",
+                   help="the implicit output's encoding (grid: the grids of a width-32 LeNet, upsampled)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "implicit_speed.json"))
     args = p.parse_args(argv)
@@ -134,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     hidden = tuple(int(h) for h in args.hidden.split(","))
     if args.memory_child:
         impl, width, chunk = args.memory_child.split(",")
-        print(json.dumps(measure_memory(impl, int(width), int(chunk), hidden)))
+        print(json.dumps(measure_memory(impl, int(width), int(chunk), hidden, args.encoding)))
         return 0
 
     chunks = [int(c) for c in args.chunks.split(",")]
@@ -142,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [tuple(p.shape) for p in target.parameters()]
     numel = sum(math.prod(s) for s in shapes)
     timing = {}
+    limit_fn = limit_generate_grid if args.encoding == "grid" else limit_generate
     for chunk in chunks:
-        model = build(hidden, chunk)
+        model = build(hidden, chunk, args.encoding)
         with torch.no_grad():
             ours = torch.cat([t.reshape(-1) for t in model.weights(target=target).values()])
-            ref = limit_generate(model, shapes, chunk)
+            ref = limit_fn(model, shapes, chunk)
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
 
         def lib(model=model) -> None:
@@ -155,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def lim(model=model, chunk=chunk) -> None:
             with torch.no_grad():
-                limit_generate(model, shapes, chunk)
+                limit_fn(model, shapes, chunk)
 
         t = interleaved({"limit": lim, "hyperdnn": lib}, rounds=args.rounds, warmup=1, segment_s=0.0)
         timing[chunk] = {"limit_s": t["limit"].median, "hyperdnn_s": t["hyperdnn"].median, "ratio": t["hyperdnn"].ratio}
@@ -166,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     for width in (int(w) for w in args.memory_widths.split(",")):
         for chunk in chunks:
             for impl in ("limit", "hyperdnn"):
-                memory.append(_memory_in_subprocess(impl, width, chunk, hidden, args.threads))
+                memory.append(_memory_in_subprocess(impl, width, chunk, hidden, args.threads, args.encoding))
                 m = memory[-1]
                 print(f"memory {impl} width {width} chunk {chunk}: {m['peak_bytes'] / 2**20:.1f} MiB "
                       f"= {m['ratio']:.2f}x the target ({m['target_bytes'] / 2**20:.1f} MiB)", flush=True)
 
-    print(f"\n### Generating a {numel:,}-parameter target (LeNet width {args.width}), {args.threads} thread(s), no autograd\n")
+    print(f"\n### Generating a {numel:,}-parameter target (LeNet width {args.width}, {args.encoding} encoding), {args.threads} thread(s), no autograd\n")
     print(md_table(["chunk (rows)", "limit s", "hyperdnn s", "ratio (median of rounds)"],
                    [[str(c), f"{r['limit_s']:.3f}", f"{r['hyperdnn_s']:.3f}", f"{r['ratio']:.3f}x"] for c, r in timing.items()]))
     print("\n### Peak resident memory of one generation / the target's size\n")
@@ -183,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     out = write_record(
         args.out,
         "python -m benchmarks.implicit_speed " + " ".join(sys.argv[1:] if argv is None else argv),
-        workload={"width": args.width, "parameters": numel, "hidden": list(hidden), "num_freqs": 16, "threads": args.threads},
+        workload={"width": args.width, "parameters": numel, "hidden": list(hidden), "num_freqs": 16, "threads": args.threads,
+                  "encoding": args.encoding},
         timing_by_chunk={str(c): r for c, r in timing.items()},
         memory=memory,
         goal="time <= 1.2x the limit; peak memory <= 1.5x the target's size",
