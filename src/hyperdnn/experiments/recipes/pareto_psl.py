@@ -74,6 +74,9 @@ class Config:
     gp_lr: float = field(default=0.5, metadata={"help": "Adam's learning rate fitting the GPs (SVH-PSL code: 0.5)"})
     code_update: bool = field(default=True, metadata={"help": "the authors' model update (gradient normalisation, best-step selection, PSL-MOBO's loss); off: the plain gradient of the summed losses"})
     pref_shift: float = field(default=1e-4, metadata={"help": "added to the preferences in the loss, as the authors' code"})
+    uncertainty: str = field(default="variance", metadata={"help": "the LCB's uncertainty term: variance (what the authors' code computes) or std (the LCB as written)"})
+    gp_standardize: bool = field(default=False, metadata={"help": "the GPs standardise their outputs themselves (off: fitted on the objectives as given, as the authors' code)"})
+    gp_noise_floor: float = field(default=1e-5, metadata={"help": "the GPs' smallest likelihood noise (authors' code: 1e-5)"})
     zdt_reference: str = field(default="figure", metadata={"help": "ZDT hypervolume measure: figure (ref 1.1, pymoo's 100-point front, as the authors' notebook) or code (run_svh.py's reference points, exact front)"})
     log: str = field(default="ln", metadata={"help": "logarithm of the hypervolume difference: ln (the paper's) or log10"})
     runs: int = field(default=1, metadata={"help": "independent runs per method (the paper: 5)"})
@@ -96,6 +99,9 @@ class Config:
         if isinstance(self.pref_shift, bool) or not isinstance(self.pref_shift, (int, float)) or not math.isfinite(self.pref_shift) or self.pref_shift < 0:
             raise ConfigError(f"{part}: pref_shift must be a finite number >= 0 (got {self.pref_shift!r})")
         one_of(part, "zdt_reference", self.zdt_reference, ("figure", "code"))
+        one_of(part, "uncertainty", self.uncertainty, ("std", "variance"))
+        boolean(part, "gp_standardize", self.gp_standardize)
+        positive(part, "gp_noise_floor", self.gp_noise_floor, float)
         one_of(part, "log", self.log, ("ln", "log10"))
 
 
@@ -212,6 +218,7 @@ def run(ctx: RunContext) -> dict:
                     prob.evaluate, prob.dims, prob.objectives, svgd=svgd, initial=cfg.initial, iterations=cfg.iterations, batch=cfg.batch,
                     steps=cfg.steps, particles=cfg.particles, lcb=cfg.lcb, candidates=cfg.candidates, lr=cfg.lr,
                     gp_steps=cfg.gp_steps, gp_lr=cfg.gp_lr, code_update=cfg.code_update, pref_shift=cfg.pref_shift,
+                    uncertainty=cfg.uncertainty, gp_standardize=cfg.gp_standardize, gp_noise_floor=cfg.gp_noise_floor,
                     # run_psl_mobo.py standardises the objectives on every problem, run_svh.py on all but ZDT
                     standardize=prob.standardize or (cfg.code_update and not svgd), seed=seed,
                 )

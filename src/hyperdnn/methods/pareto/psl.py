@@ -133,6 +133,12 @@ class ParetoSetLearning:
         pref_shift: added to the preferences in the loss (the code's ``+ 0.0001``: no zero weight,
             and PSL's ``1 / r`` stays finite); the model sees the preference on the simplex.
         gp_lr: Adam's learning rate fitting the GPs (the code's ``GP_Model``: 0.5).
+        uncertainty: ``"std"`` (the LCB ``mean - lcb * std``, as the papers write it) or
+            ``"variance"`` (``mean - lcb * std^2``, what the SVH-PSL code computes: its
+            ``GP_Model.variance`` returns the variance and ``run_svh.py`` uses it as the std).
+        gp_standardize: the GPs standardise their outputs themselves (:class:`GPSurrogate`); the
+            code fits them on the objectives as given (raw on ZDT, ``standardize`` elsewhere): False.
+        gp_noise_floor: the GPs' smallest noise (the code: 1e-5).
         seed: seeds numpy and torch generators used by the run.
     """
 
@@ -158,6 +164,9 @@ class ParetoSetLearning:
         code_update: bool = True,
         pref_shift: float = 1e-4,
         gp_lr: float = 0.5,
+        uncertainty: str = "std",
+        gp_standardize: bool = False,
+        gp_noise_floor: float = 1e-5,
         seed: int = 0,
     ) -> None:
         for name, value in (("dims", dims), ("objectives", objectives), ("initial", initial), ("iterations", iterations),
@@ -180,6 +189,12 @@ class ParetoSetLearning:
         if not gp_lr > 0:
             raise ConfigError(f"ParetoSetLearning: gp_lr must be > 0 (got {gp_lr!r})")
         self.code_update, self.pref_shift, self.gp_lr = bool(code_update), float(pref_shift), float(gp_lr)
+        if uncertainty not in ("std", "variance"):
+            raise ConfigError(f"ParetoSetLearning: uncertainty must be 'std' or 'variance' (got {uncertainty!r})")
+        self.uncertainty = uncertainty
+        self.gp_standardize, self.gp_noise_floor = bool(gp_standardize), float(gp_noise_floor)
+        if not self.gp_noise_floor > 0:
+            raise ConfigError(f"ParetoSetLearning: gp_noise_floor must be > 0 (got {gp_noise_floor!r})")
         self._test_prefs: Tensor | None = None
 
     def _evaluate(self, x: np.ndarray) -> np.ndarray:
@@ -227,7 +242,7 @@ class ParetoSetLearning:
             y = (y - y.mean(axis=0)) / np.where(std > 0, std, 1.0)
         xt = torch.from_numpy(hist.x)
         yt = torch.from_numpy(y)
-        gp = GPSurrogate(xt, yt, steps=self.gp_steps, lr=self.gp_lr)
+        gp = GPSurrogate(xt, yt, steps=self.gp_steps, lr=self.gp_lr, standardize=self.gp_standardize, noise_floor=self.gp_noise_floor)
         ideal = np.zeros(self.objectives) if hist.ideal is None else hist.ideal
         hist.ideal = np.minimum(ideal, y.min(axis=0) - 0.1)
         self._front = y[_non_dominated(y)]
@@ -249,7 +264,7 @@ class ParetoSetLearning:
         for _ in range(self.steps):
             prefs = sample_dirichlet(self.particles, self.objectives, 1.0, rng=rng).double()
             x = torch.sigmoid(model.weights(preference=prefs)["x"])
-            values = gp.lower_confidence_bound(x, self.lcb)
+            values = gp.lower_confidence_bound(x, self.lcb, self.uncertainty)
             weights = prefs + self.pref_shift
             opt.zero_grad()
             if not self.code_update:
@@ -322,10 +337,10 @@ class ParetoSetLearning:
         and the predicted values, as in the code.
         """
         if self._test_prefs is None:
-            self._test_prefs = torch.from_numpy(_test_preferences(self.objectives)).double()
+            self._test_prefs = torch.from_numpy(_test_preferences(self.objectives).copy()).double()
         with torch.no_grad():
             x = torch.sigmoid(model.weights(preference=self._test_prefs / self._test_prefs.sum(1, keepdim=True))["x"])
-            y = gp.lower_confidence_bound(x, self.lcb).numpy()
+            y = gp.lower_confidence_bound(x, self.lcb, self.uncertainty).numpy()
         return hypervolume(y, np.max(np.vstack([front, y]), axis=0))
 
     def propose(self, model: HyperDNN, gp: GPSurrogate, evaluated: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -333,7 +348,7 @@ class ParetoSetLearning:
         prefs = sample_dirichlet(self.candidates, self.objectives, 1.0, rng=rng).double()
         with torch.no_grad():
             xc = torch.sigmoid(model.weights(preference=prefs)["x"])
-            yc = gp.lower_confidence_bound(xc, self.lcb).numpy()
+            yc = gp.lower_confidence_bound(xc, self.lcb, self.uncertainty).numpy()
         xc_np = xc.numpy()
         front = evaluated[_non_dominated(evaluated)]
         keep = _non_dominated(yc)  # a dominated candidate never adds more than its dominator
