@@ -74,7 +74,7 @@ class Config:
     gp_lr: float = field(default=0.5, metadata={"help": "Adam's learning rate fitting the GPs (SVH-PSL code: 0.5)"})
     code_update: bool = field(default=True, metadata={"help": "the authors' model update (gradient normalisation, best-step selection, PSL-MOBO's loss); off: the plain gradient of the summed losses"})
     pref_shift: float = field(default=1e-4, metadata={"help": "added to the preferences in the loss, as the authors' code"})
-    uncertainty: str = field(default="variance", metadata={"help": "the LCB's uncertainty term: variance (what the authors' code computes) or std (the LCB as written)"})
+    uncertainty: str = field(default="variance", metadata={"help": "SVH-PSL's LCB uncertainty term: variance (what run_svh.py computes) or std (the LCB as written); PSL uses std, as run_psl_mobo.py"})
     gp_standardize: bool = field(default=False, metadata={"help": "the GPs standardise their outputs themselves (off: fitted on the objectives as given, as the authors' code)"})
     gp_noise_floor: float = field(default=1e-5, metadata={"help": "the GPs' smallest likelihood noise (authors' code: 1e-5)"})
     zdt_reference: str = field(default="figure", metadata={"help": "ZDT hypervolume measure: figure (ref 1.1, pymoo's 100-point front, as the authors' notebook) or code (run_svh.py's reference points, exact front)"})
@@ -218,7 +218,7 @@ def run(ctx: RunContext) -> dict:
                     prob.evaluate, prob.dims, prob.objectives, svgd=svgd, initial=cfg.initial, iterations=cfg.iterations, batch=cfg.batch,
                     steps=cfg.steps, particles=cfg.particles, lcb=cfg.lcb, candidates=cfg.candidates, lr=cfg.lr,
                     gp_steps=cfg.gp_steps, gp_lr=cfg.gp_lr, code_update=cfg.code_update, pref_shift=cfg.pref_shift,
-                    uncertainty=cfg.uncertainty, gp_standardize=cfg.gp_standardize, gp_noise_floor=cfg.gp_noise_floor,
+                    uncertainty=cfg.uncertainty if svgd else "std", gp_standardize=cfg.gp_standardize, gp_noise_floor=cfg.gp_noise_floor,
                     # run_psl_mobo.py standardises the objectives on every problem, run_svh.py on all but ZDT
                     standardize=prob.standardize or (cfg.code_update and not svgd), seed=seed,
                 )
