@@ -405,4 +405,5 @@ def log_hypervolume_difference(y: np.ndarray, true_hv: float, reference: np.ndar
     if not (base > 0 and base != 1 and floor > 0):
         raise ConfigError(f"log_hypervolume_difference: base must be > 0 and != 1, floor > 0 (got base={base!r}, floor={floor!r})")
     gap = true_hv - hypervolume(y, reference)
-    return math.log(max(gap, floor)) / math.log(base)
+    gap = max(gap, floor)
+    return math.log10(gap) if base == 10 else math.log(gap) / math.log(base)  # log10 exactly as before for base 10
