@@ -42,6 +42,13 @@ def test_pareto_psl_short(tmp_path: Path) -> None:
     r1, r2 = 0.9994, 6.0576
     assert code.reference == (r1, r2)
     assert code.true_hv == pytest.approx(r1 * r2 - (r1 - 2 / 3 * r1**1.5), rel=1e-3)
+    # ZDT3 (disconnected front): the notebook's 100 pymoo points, and 20,000 for the exact value (not pymoo's cached 100)
+    from pymoo.problems import get_problem
+
+    zdt3 = _problem("zdt3", get_recipe("pareto-psl").config(problems=("zdt3",)), tmp_path)
+    assert zdt3.true_hv == pytest.approx(hypervolume(get_problem("zdt3").pareto_front(), (1.1, 1.1)), rel=1e-12)
+    assert zdt3.true_hv_exact == pytest.approx(hypervolume(get_problem("zdt3").pareto_front(n_points=20000), (1.1, 1.1)), rel=1e-12)
+    assert zdt3.true_hv_exact - zdt3.true_hv > 1e-3
     run_dir, res = run("pareto-psl", tmp_path, problems=("zdt1",), initial=6, iterations=1, batch=2, steps=3, candidates=20, gp_steps=5)
     zdt1 = res["problems"]["zdt1"]
     # the default: the authors' notebook, reference (1.1, 1.1), true front pymoo's 100 points f1 = i/99, f2 = 1 - sqrt(f1);

@@ -149,9 +149,10 @@ def _problem(name: str, cfg: Config, run_dir: Path) -> _Problem:
         true_hv = exact = 1.1**3 - math.pi / 6  # the front is the unit sphere's positive octant
     else:
         prob = get_problem(name, n_var=DIMS[name])
-        exact = _zdt_exact_hv(name, reference, prob)
+        # a fresh instance each: pymoo caches a problem's pareto_front() whatever n_points a later call asks for
+        exact = _zdt_exact_hv(name, reference, get_problem(name, n_var=DIMS[name]))
         # the notebook's true front: pymoo's default 100 points (its hypervolume is below the exact one)
-        true_hv = hypervolume(prob.pareto_front(), reference) if cfg.zdt_reference == "figure" else exact
+        true_hv = hypervolume(get_problem(name, n_var=DIMS[name]).pareto_front(), reference) if cfg.zdt_reference == "figure" else exact
     lb, ub = prob.xl, prob.xu
 
     def f(x: np.ndarray, prob=prob, lb=lb, ub=ub) -> np.ndarray:
