@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,11 +34,33 @@ def run(name: str, tmp_path: Path, **config) -> tuple[Path, dict]:
 
 
 def test_pareto_psl_short(tmp_path: Path) -> None:
-    run_dir, res = run("pareto-psl", tmp_path, problems=("zdt1",), initial=6, iterations=1, batch=2, steps=3, candidates=20, gp_steps=5)
-    zdt1 = res["problems"]["zdt1"]
+    from hyperdnn.experiments.recipes.pareto_psl import _problem
+
+    # run_svh.py's reference point (--zdt-reference code): the exact front's hypervolume
+    code = _problem("zdt1", get_recipe("pareto-psl").config(problems=("zdt1",), zdt_reference="code"), tmp_path)
     # ZDT1's front f2 = 1 - sqrt(f1): HV at (r1, r2) = r1 r2 - (r1 - 2/3 r1^1.5), for r1 < 1
     r1, r2 = 0.9994, 6.0576
-    assert zdt1["true_hv"] == pytest.approx(r1 * r2 - (r1 - 2 / 3 * r1**1.5), rel=1e-3)
+    assert code.reference == (r1, r2)
+    assert code.true_hv == pytest.approx(r1 * r2 - (r1 - 2 / 3 * r1**1.5), rel=1e-3)
+    # ZDT3 (disconnected front): the notebook's 100 pymoo points, and 20,000 for the exact value (not pymoo's cached 100)
+    from pymoo.problems import get_problem
+
+    zdt3 = _problem("zdt3", get_recipe("pareto-psl").config(problems=("zdt3",)), tmp_path)
+    assert zdt3.true_hv == pytest.approx(hypervolume(get_problem("zdt3").pareto_front(), (1.1, 1.1)), rel=1e-12)
+    assert zdt3.true_hv_exact == pytest.approx(hypervolume(get_problem("zdt3").pareto_front(n_points=20000), (1.1, 1.1)), rel=1e-12)
+    assert zdt3.true_hv_exact - zdt3.true_hv > 1e-3
+    run_dir, res = run("pareto-psl", tmp_path, problems=("zdt1",), initial=6, iterations=1, batch=2, steps=3, candidates=20, gp_steps=5)
+    zdt1 = res["problems"]["zdt1"]
+    # the default: the authors' notebook, reference (1.1, 1.1), true front pymoo's 100 points f1 = i/99, f2 = 1 - sqrt(f1);
+    # their hypervolume by hand: the staircase of rectangles [f1_i, f1_{i+1}) x [f2_i, 1.1] plus [f1_99, 1.1] x [0, 1.1]
+    f1 = np.linspace(0, 1, 100)
+    f2 = 1 - np.sqrt(f1)
+    stairs = float(np.sum(np.diff(f1) * (1.1 - f2[:-1])) + (1.1 - f1[-1]) * (1.1 - f2[-1]))
+    assert zdt1["reference"] == [1.1, 1.1] and zdt1["log"] == "ln"
+    assert zdt1["true_hv"] == pytest.approx(stairs, rel=1e-9)
+    assert zdt1["true_hv_exact"] == pytest.approx(1.1 * 1.1 - (1 - 2 / 3), rel=1e-9)  # the whole front, in closed form
+    curve = zdt1["methods"]["SVH-PSL"]["curve_mean"]
+    assert curve[0] == pytest.approx(math.log(stairs - hypervolume(np.load(run_dir / "evaluations" / "zdt1_svh-psl_run1.npz")["y"][:6], (1.1, 1.1))))
     for m in ("SVH-PSL", "PSL", "NSGA-II"):
         curve = zdt1["methods"][m]["curve_mean"]
         assert len(curve) == 2 and all(np.isfinite(curve)) and curve[1] <= curve[0] + 1e-12  # more points never lose HV
