@@ -12,7 +12,12 @@ regularizer are used for each hypernetwork of ``--models``:
   per chunk; ``rnn_chunk_size`` sets the head's size (by default as large as the MLP's
   head, so both compress about equally); same task and chunk embedding widths;
 - ``rnn-freeze``: the same, its hidden-to-hidden weights frozen after the first task as
-  the authors' LSTM cell does.
+  the authors' LSTM cell does;
+- ``rnn-grow``: ``rnn-freeze`` trained alike, plus the authors' network growth as their
+  code shows it (:class:`~hyperdnn.methods.continual.NetworkGrowth`): a copy of the
+  hypernetwork's parameters is kept per task (the frozen recurrent weights shared) and
+  task ``k`` is generated from copy ``k``. Its compression counts every copy and the
+  task embeddings. Not in the default ``--models``.
 
 The table gives CL1 (task given), CL3 (task inferred by predictive entropy),
 forgetting and the compression ratio of each. ``--steps`` is per task; the
@@ -33,8 +38,11 @@ from hyperdnn.errors import ConfigError
 from hyperdnn.experiments.recipes import boolean, one_of, positive, recipe, some_of
 from hyperdnn.experiments.runs import RunContext
 
-MODELS = ("mlp", "rnn", "rnn-freeze")
-LABELS = {"mlp": "chunked MLP hypernetwork", "rnn": "RNN (LSTM) hypernetwork", "rnn-freeze": "RNN hypernetwork, recurrent weights frozen after task 1"}
+MODELS = ("mlp", "rnn", "rnn-freeze", "rnn-grow")
+DEFAULT_MODELS = ("mlp", "rnn", "rnn-freeze")
+LABELS = {"mlp": "chunked MLP hypernetwork", "rnn": "RNN (LSTM) hypernetwork", "rnn-freeze": "RNN hypernetwork, recurrent weights frozen after task 1",
+          "rnn-grow": "RNN hypernetwork, frozen recurrent weights + per-task copies (authors' network growth)"}
+FROZEN = ("rnn-freeze", "rnn-grow")  # the hidden-to-hidden weights frozen from task 2 on
 
 
 @dataclass
@@ -42,7 +50,7 @@ class Config:
     """Configuration of ``dphn`` (short runs; the benchmark's own settings otherwise)."""
 
     benchmark: str = field(default="split", metadata={"help": "'split' (split-MNIST, 5 tasks) or 'permuted' (permuted-MNIST, 10 tasks)"})
-    models: tuple[str, ...] = field(default=MODELS, metadata={"help": "hypernetworks to compare, some of mlp,rnn,rnn-freeze"})
+    models: tuple[str, ...] = field(default=DEFAULT_MODELS, metadata={"help": "hypernetworks to compare, some of mlp,rnn,rnn-freeze,rnn-grow (default: the first three)"})
     steps: int = field(default=500, metadata={"help": "optimizer steps per task (split-mnist's default: 2000, permuted-mnist's: 5000)"})
     tasks: int = field(default=0, metadata={"help": "number of tasks, 0 = the benchmark's (5 split, 10 permuted)"})
     rnn_hidden: int = field(default=96, metadata={"help": "LSTM state width of the RNN hypernetwork (the authors' code: 96)"})
@@ -107,7 +115,7 @@ def _heads(tasks: list[Any]) -> list[slice]:
 @recipe("dphn", "dependency-preserving RNN hypernetworks vs the chunked MLP hypernetwork on split/permuted MNIST: CL1, CL3, compression (Chandra et al. 2023)", Config)
 def run(ctx: RunContext) -> dict:
     from hyperdnn.experiments.recipes._continual import Sweeps, _TestBatches
-    from hyperdnn.methods.continual import ContinualLearning, forgetting, freeze_recurrent_
+    from hyperdnn.methods.continual import ContinualLearning, NetworkGrowth, forgetting, freeze_recurrent_
 
     cfg: Config = ctx.config
     base = cfg.base()
@@ -115,29 +123,33 @@ def run(ctx: RunContext) -> dict:
     T = len(tasks)
     heads = _heads(tasks)
     tests = [_TestBatches(task, 10000) for task in tasks]
-    models, cls = {}, {}
+    models, cls, growths = {}, {}, {}
     for kind in cfg.models:
         torch.manual_seed(ctx.seed)  # every hypernetwork from the same draws: rnn and rnn-freeze start equal
         model = _build(kind, cfg, base, tasks).to(ctx.device)
         models[kind] = model
         cls[kind] = ContinualLearning(model, torch.optim.Adam(model.parameters(), lr=base.lr), beta=base.beta, lookahead=base.lookahead, heads=heads)
+        if kind == "rnn-grow":
+            growths[kind] = NetworkGrowth(model)
     data_rng = torch.Generator().manual_seed(ctx.seed)
     sweeps = Sweeps(data_rng)
     ctx.track(data_rng=data_rng, sweeps=sweeps, **{f"model_{k}": m for k, m in models.items()},
-              **{f"optimizer_{k}": c.optimizer for k, c in cls.items()}, **{f"continual_{k}": c for k, c in cls.items()})
-    state = ctx.restore({"model": 0, "task": 0, "step": 0, "seconds": {k: 0.0 for k in cfg.models}})
+              **{f"optimizer_{k}": c.optimizer for k, c in cls.items()}, **{f"continual_{k}": c for k, c in cls.items()},
+              **{f"growth_{k}": g for k, g in growths.items()})
+    state = ctx.restore({"model": 0, "task": 0, "step": 0, "seconds": {k: 0.0 for k in cfg.models}, "grown_matrix": {k: [] for k in growths}})
     ctx.progress(total=len(cfg.models) * T * cfg.steps)
+    for mi, kind in enumerate(cfg.models):  # a resumed run: requires_grad is not in the checkpoint
+        if kind in FROZEN and (mi < state["model"] and T > 1 or mi == state["model"] and state["task"] > 0):
+            freeze_recurrent_(models[kind])
     for mi in range(state["model"], len(cfg.models)):
         kind = cfg.models[mi]
         cl, model = cls[kind], models[kind]
-        if kind == "rnn-freeze" and state["task"] > 0:
-            freeze_recurrent_(model)  # a resumed run past task 1
         for t in range(state["task"], T):
             if state["step"] == 0:
                 if t == 0:
                     data_rng.manual_seed(ctx.seed)  # every hypernetwork sees the same batches
                 sweeps.reset()
-                if kind == "rnn-freeze" and t == 1:
+                if kind in FROZEN and t == 1:
                     freeze_recurrent_(model)
                 cl.start_task(t)
             model.train()
@@ -148,7 +160,13 @@ def run(ctx: RunContext) -> dict:
                 state["step"] += 1
                 ctx.step_done(loss=done.loss.item(), reg=done.reg.item(), task=f"{t + 1}/{T}", model=kind)
             state["seconds"][kind] += time.perf_counter() - started
-            row = cl.end_task(tests)
+            if kind in growths:  # rows from the per-task copies (the live model is rnn-freeze's)
+                cl.end_task()
+                growths[kind].store(t)
+                row = growths[kind].evaluate_cl1(cl, tests[: t + 1])
+                state["grown_matrix"][kind].append(row)
+            else:
+                row = cl.end_task(tests)
             ctx.log(kind="eval", model=kind, after_task=t + 1, accuracy=row)
             state["task"], state["step"] = t + 1, 0
             ctx.checkpoint()
@@ -158,14 +176,23 @@ def run(ctx: RunContext) -> dict:
     for kind in cfg.models:
         cl, model = cls[kind], models[kind]
         model.eval()
-        cl3 = cl.evaluate_cl3([_TestBatches(task, 5000) for task in tasks], label_offsets=[t.label_offset for t in tasks])
+        cl3_tests, offsets = [_TestBatches(task, 5000) for task in tasks], [t.label_offset for t in tasks]
         summary = model.summary()
-        final = cl.matrix[-1]
-        results["models"][kind] = {"matrix": cl.matrix, "cl1": final, "cl1_average": sum(final) / T, "forgetting": forgetting(cl.matrix),
+        if kind in growths:
+            growth, matrix = growths[kind], state["grown_matrix"][kind]
+            cl3 = growth.evaluate_cl3(cl, cl3_tests, label_offsets=offsets)
+            params, ratio = growth.inference_parameters(), growth.inference_parameters() / summary.generated
+        else:
+            matrix = cl.matrix
+            cl3 = cl.evaluate_cl3(cl3_tests, label_offsets=offsets)
+            params, ratio = summary.hypernetwork, summary.compression_ratio
+        final = matrix[-1]
+        results["models"][kind] = {"matrix": matrix, "cl1": final, "cl1_average": sum(final) / T, "forgetting": forgetting(matrix),
                                    "cl3": cl3.per_task, "cl3_average": cl3.average, "task_inference_average": cl3.task_inference_average,
-                                   "hypernetwork_parameters": summary.hypernetwork, "compression_ratio": summary.compression_ratio}
-        rows.append([LABELS[kind], f"{sum(final) / T:.2f}", f"{forgetting(cl.matrix):.2f}", f"{cl3.average:.2f}", f"{summary.hypernetwork:,}", f"{summary.compression_ratio:.3f}", f"{state['seconds'][kind]:.0f}"])
+                                   "hypernetwork_parameters": params, "compression_ratio": ratio}
+        rows.append([LABELS[kind], f"{sum(final) / T:.2f}", f"{forgetting(matrix):.2f}", f"{cl3.average:.2f}", f"{params:,}", f"{ratio:.3f}", f"{state['seconds'][kind]:.0f}"])
     name = "split-MNIST" if cfg.benchmark == "split" else "permuted-MNIST"
     ctx.table(f"{name}, {T} tasks x {cfg.steps} steps: hypernetworks side by side", ["hypernetwork", "CL1 average (%)", "forgetting (points)", "CL3 average (%)", "trainable parameters", "compression ratio (hnet / target)", "seconds"],
-              rows, note=f"target {tasks[0].input_dim}-{'-'.join(map(str, base.target_hidden))} with one head per task; beta {base.beta}, Adam lr {base.lr}, batch {base.batch_size}")
+              rows, note=f"target {tasks[0].input_dim}-{'-'.join(map(str, base.target_hidden))} with one head per task; beta {base.beta}, Adam lr {base.lr}, batch {base.batch_size}"
+              + ("; rnn-grow: the parameters are every per-task copy plus the task embeddings" if growths else ""))
     return results

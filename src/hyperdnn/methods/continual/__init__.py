@@ -9,6 +9,7 @@ method as one object for a user's own training loop; the functions are its parts
 - :mod:`.evaluation`: test metrics, task inference by predictive entropy (CL3),
   final average and forgetting of an accuracy matrix;
 - :mod:`.dependency_rnn`: the RNN hypernetwork of dependency-preserving hypernetworks (Chandra et al. 2023);
+- :mod:`.network_growth`: its per-task parameter copies (the authors' network growth);
 - :mod:`.init`: the hypernetwork init of the released code (Xavier, zero biases).
 
 von Oswald, Henning, Grewe, Sacramento, "Continual learning with hypernetworks", ICLR 2020.
@@ -25,6 +26,7 @@ from hyperdnn.methods.continual.evaluation import (
 )
 from hyperdnn.methods.continual.init import xavier_init_
 from hyperdnn.methods.continual.method import CL3Scores, ContinualLearning, ContinualResults, ContinualStep
+from hyperdnn.methods.continual.network_growth import NetworkGrowth
 from hyperdnn.methods.continual.regularizer import (
     adam_lookahead,
     choose_regularized_tasks,
@@ -38,6 +40,7 @@ __all__ = [
     "ContinualLearning",
     "ContinualResults",
     "ContinualStep",
+    "NetworkGrowth",
     "adam_lookahead",
     "average_final",
     "choose_regularized_tasks",

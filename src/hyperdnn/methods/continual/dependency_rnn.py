@@ -15,7 +15,10 @@ cell (``LSTMs/LSTM_cell.py``) does after the first task: its hidden-to-hidden
 weights are frozen ("Hidden state weights of LSTM are frozen after first task"),
 so the dependency structure learned on task 1 is kept and later tasks adapt the
 input weights, the head, the chunk embeddings and their own task embedding,
-under the usual output regularizer. :func:`freeze_recurrent_` does that.
+under the usual output regularizer. :func:`freeze_recurrent_` does that. The
+authors' network growth (a copy of these parameters per task, as their code shows
+it) is :class:`~hyperdnn.methods.continual.NetworkGrowth`; the paper's own
+regularisation of the RNN could not be read and is not built.
 """
 
 from __future__ import annotations
