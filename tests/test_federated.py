@@ -217,6 +217,45 @@ def test_novel_client_moves_only_its_embedding_and_learns() -> None:
     assert losses[-1] < losses[0] and server.evaluate(2, x, y)[0] > max(start, 150)
 
 
+def test_novel_client_exchange_moves_its_row_by_the_hand_computed_step_and_lowers_its_loss() -> None:
+    """The row a novel client tunes gets gradient, the optimizer holds it, and evaluation sees
+    the new row: one exchange against a hand computation (linear hypernetwork theta_t = A_t e + c_t,
+    softmax regression, one full-batch inner step), then the local loss of the generated
+    network, by hand, falls over further exchanges."""
+    torch.manual_seed(0)
+    model = linear_pfedhn(num_clients=3)
+    heads = model.hypernetwork.outputs.heads
+    A = {"weight": heads[0].weight.detach().clone(), "bias": heads[1].weight.detach().clone()}
+    c = {"weight": heads[0].bias.detach().clone(), "bias": heads[1].bias.detach().clone()}
+    server = fed.PFedHN(model)
+    server.embedding_optimizer.param_groups[0]["lr"] = 0.5  # as the recipe sets it
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    e0 = server.table[2].detach().clone()
+    inner = {"steps": 1, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 40, "clip": None}
+
+    def hand_loss(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        W, b = (A["weight"] @ e + c["weight"]).view(2, 3), A["bias"] @ e + c["bias"]
+        p = torch.softmax(x @ W.T + b, 1)
+        onehot = F.one_hot(y, 2).float()
+        loss = -(onehot * p.log()).sum(1).mean()
+        return loss, (p - onehot).T @ x / len(x), (p - onehot).mean(0)  # CE and its gradients in W, b
+
+    loss0, gW, gb = hand_loss(e0)
+    delta_W, delta_b = 0.1 * gW, 0.1 * gb  # theta - theta~ after one plain SGD step
+    expected = e0 - 0.5 * (A["weight"].T @ delta_W.flatten() + A["bias"].T @ delta_b)
+    fed.tune_novel_client(server, 2, lambda: nn.Linear(3, 2), x, y, rounds=1, inner=inner)
+    assert torch.allclose(server.table[2], expected, atol=1e-6)
+    assert not torch.allclose(server.table[2], e0, atol=1e-3)  # a real move, not a rounding
+    assert server.loss(2, x, y) == pytest.approx(float(hand_loss(server.table[2].detach())[0]), abs=1e-5)
+    fed.tune_novel_client(server, 2, lambda: nn.Linear(3, 2), x, y, rounds=30, inner=inner)
+    after = float(hand_loss(server.table[2].detach())[0])
+    assert server.loss(2, x, y) == pytest.approx(after, abs=1e-5)
+    assert after < 0.9 * float(loss0)  # 0.538 -> 0.445
+    assert server.evaluate(2, x, y)[0] >= int((torch.softmax(x @ (A["weight"] @ e0 + c["weight"]).view(2, 3).T
+                                                              + A["bias"] @ e0 + c["bias"], 1).argmax(1) == y).sum())
+
+
 # ---------------------------------------------------------------- HyperFL
 
 
