@@ -89,6 +89,53 @@ def test_mnist_clients_hold_two_classes_each() -> None:
         fed.mnist_clients(10, split="iid")
 
 
+def test_dirichlet_mnist_clients_are_redrawn_until_every_client_has_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hyperdnn.errors import DataError
+    from hyperdnn.methods.federated import clients as clients_mod
+    from hyperdnn.data.mnist import load_mnist
+
+    # alpha 0.1, 55 clients, seed 0: the first draw leaves a client without a test example
+    data = load_mnist(DATA)
+    gen = torch.Generator().manual_seed(0)
+    first = fed.dirichlet_shares(55, 10, 0.1, generator=gen)
+    fed.split_by_shares(data.train_labels, first, generator=gen)
+    assert min(len(p) for p in fed.split_by_shares(data.test_labels, first, generator=gen)) == 0
+    for alpha in (0.1, 0.5):
+        cl = fed.mnist_clients(55, split="dirichlet", alpha=alpha, seed=0, data_dir=DATA)
+        assert min(len(c.train_y) for c in cl) >= 10 and min(len(c.test_y) for c in cl) >= 1
+        # train and test follow one share matrix: a class a client has enough of in training is in its test set
+        for c in cl:
+            train_k, test_k = torch.bincount(c.train_y, minlength=10), torch.bincount(c.test_y, minlength=10)
+            assert ((train_k >= 60) <= (test_k > 0)).all()
+    # alpha 0.5 passes on the first draw, which is kept as it is (the same clients as by hand)
+    gen = torch.Generator().manual_seed(0)
+    shares = fed.dirichlet_shares(55, 10, 0.5, generator=gen)
+    parts = fed.split_by_shares(data.train_labels, shares, generator=gen)
+    cl = fed.mnist_clients(55, split="dirichlet", alpha=0.5, seed=0, data_dir=DATA)
+    assert all(torch.equal(c.train_y, data.train_labels[p]) for c, p in zip(cl, parts))
+    monkeypatch.setattr(clients_mod, "MAX_DRAWS", 2)
+    with pytest.raises(DataError, match="fewer than 100000 training examples"):
+        fed.mnist_clients(55, split="dirichlet", alpha=0.1, seed=3, data_dir=DATA, min_examples=100_000)
+    with pytest.raises(ConfigError, match="min_examples must be an int >= 0"):
+        fed.mnist_clients(5, split="dirichlet", min_examples=-1)
+
+
+def test_recipe_takes_the_dirichlet_split_and_checks_pfedhn_clients_per_round() -> None:
+    from hyperdnn.experiments.cli import build_parser
+    from hyperdnn.experiments.recipes import get_recipe
+
+    r = get_recipe("federated-mnist")
+    args = build_parser().parse_args(["run", "federated-mnist", "--split", "dirichlet", "--alpha", "0.1"])
+    cfg = r.config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None})
+    assert (cfg.split, cfg.alpha, cfg.pfedhn_clients_per_round) == ("dirichlet", 0.1, 1)
+    with pytest.raises(ConfigError, match="split"):
+        r.config(split="iid")
+    with pytest.raises(ConfigError, match="pfedhn_clients_per_round .3. must divide clients_per_round .10."):
+        r.config(pfedhn_clients_per_round=3)
+    with pytest.raises(ConfigError, match="alpha"):
+        r.config(alpha=0.0)
+
+
 # ---------------------------------------------------------------- pFedHN
 
 

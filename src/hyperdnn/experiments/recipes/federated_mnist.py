@@ -9,8 +9,11 @@ Federated Learning Framework Against Gradient Inversion Attacks", AAAI 2025 (20 
 200 rounds). Both trained on GPUs; this recipe is scaled to 2 CPU cores: ``rounds`` rounds of
 ``clients_per_round`` clients (defaults 40 x 10, so each client takes part about 8 times
 where pFedHN's took part 100 times), HyperFL's local epochs capped at ``hyperfl_max_steps``
-minibatches, clients evaluated every ``eval_every`` rounds. Settings not given here are the
-authors' (see :mod:`hyperdnn.methods.federated`).
+minibatches, clients evaluated every ``eval_every`` rounds. pFedHN takes one client per
+Flower round (its Algorithm 1) and so ``clients_per_round`` times the rounds: the same
+number of client updates as the other methods. ``--split dirichlet --alpha 0.1`` (or 0.5)
+gives the Dirichlet splits. Settings not given here are the authors' (see
+:mod:`hyperdnn.methods.federated`).
 
 Resumable between its four phases (the Flower run, local-only training, novel clients,
 the attack).
@@ -37,8 +40,10 @@ class Config:
 
     clients: int = field(default=50, metadata={"help": "training clients (pFedHN: 50)"})
     novel_clients: int = field(default=5, metadata={"help": "further clients that join after training (pFedHN: 10 %% of the clients)"})
-    split: str = field(default="pathological", metadata={"help": "how MNIST is divided: pathological (2 classes per client) or dirichlet"})
-    alpha: float = field(default=0.5, metadata={"help": "Dirichlet concentration for split=dirichlet"})
+    split: str = field(default="pathological", metadata={"help": "how MNIST is divided: pathological (2 classes per client) or dirichlet",
+                                                         "choices": ["pathological", "dirichlet"]})
+    alpha: float = field(default=0.5, metadata={"help": "Dirichlet concentration for split=dirichlet (the issue's 0.1 and 0.5); "
+                                                        "drawn again until every client has 10 training examples"})
     rounds: int = field(default=40, metadata={"help": "federated rounds for every method"})
     clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
     pfedhn_clients_per_round: int = field(default=1, metadata={
