@@ -237,7 +237,8 @@ def run(ctx: RunContext) -> dict:
     rows_t = [[m, f"{final.get(m, float('nan')):.2f}", f"{res['bytes_per_round'][m] / 1e6:.2f}"] for m in METHODS]
     ctx.table(f"Personalised test accuracy after {cfg.rounds} rounds ({cfg.clients} clients, {cfg.split})",
               ["method", "accuracy %", "MB per round (up + down)"], rows_t,
-              note=f"{cfg.clients_per_round} clients per round; Local: {res['local']['steps_per_client']} steps per client alone")
+              note=f"{cfg.clients_per_round} clients per round (pFedHN: {res.get('pfedhn_flower_rounds', cfg.rounds)} Flower rounds of "
+                   f"{cfg.pfedhn_clients_per_round}); Local: {res['local']['steps_per_client']} steps per client alone")
     if res.get("novel", {}).get("accuracy") is not None:
         nv = res["novel"]
         ctx.table("pFedHN novel clients (embedding only, hypernetwork frozen)",
