@@ -89,6 +89,53 @@ def test_mnist_clients_hold_two_classes_each() -> None:
         fed.mnist_clients(10, split="iid")
 
 
+def test_dirichlet_mnist_clients_are_redrawn_until_every_client_has_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hyperdnn.errors import DataError
+    from hyperdnn.methods.federated import clients as clients_mod
+    from hyperdnn.data.mnist import load_mnist
+
+    # alpha 0.1, 55 clients, seed 0: the first draw leaves a client without a test example
+    data = load_mnist(DATA)
+    gen = torch.Generator().manual_seed(0)
+    first = fed.dirichlet_shares(55, 10, 0.1, generator=gen)
+    fed.split_by_shares(data.train_labels, first, generator=gen)
+    assert min(len(p) for p in fed.split_by_shares(data.test_labels, first, generator=gen)) == 0
+    for alpha in (0.1, 0.5):
+        cl = fed.mnist_clients(55, split="dirichlet", alpha=alpha, seed=0, data_dir=DATA)
+        assert min(len(c.train_y) for c in cl) >= 10 and min(len(c.test_y) for c in cl) >= 1
+        # train and test follow one share matrix: a class a client has enough of in training is in its test set
+        for c in cl:
+            train_k, test_k = torch.bincount(c.train_y, minlength=10), torch.bincount(c.test_y, minlength=10)
+            assert ((train_k >= 60) <= (test_k > 0)).all()
+    # alpha 0.5 passes on the first draw, which is kept as it is (the same clients as by hand)
+    gen = torch.Generator().manual_seed(0)
+    shares = fed.dirichlet_shares(55, 10, 0.5, generator=gen)
+    parts = fed.split_by_shares(data.train_labels, shares, generator=gen)
+    cl = fed.mnist_clients(55, split="dirichlet", alpha=0.5, seed=0, data_dir=DATA)
+    assert all(torch.equal(c.train_y, data.train_labels[p]) for c, p in zip(cl, parts))
+    monkeypatch.setattr(clients_mod, "MAX_DRAWS", 2)
+    with pytest.raises(DataError, match="fewer than 100000 training examples"):
+        fed.mnist_clients(55, split="dirichlet", alpha=0.1, seed=3, data_dir=DATA, min_examples=100_000)
+    with pytest.raises(ConfigError, match="min_examples must be an int >= 0"):
+        fed.mnist_clients(5, split="dirichlet", min_examples=-1)
+
+
+def test_recipe_takes_the_dirichlet_split_and_checks_pfedhn_clients_per_round() -> None:
+    from hyperdnn.experiments.cli import build_parser
+    from hyperdnn.experiments.recipes import get_recipe
+
+    r = get_recipe("federated-mnist")
+    args = build_parser().parse_args(["run", "federated-mnist", "--split", "dirichlet", "--alpha", "0.1"])
+    cfg = r.config(**{k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None})
+    assert (cfg.split, cfg.alpha, cfg.pfedhn_clients_per_round) == ("dirichlet", 0.1, 1)
+    with pytest.raises(ConfigError, match="split"):
+        r.config(split="iid")
+    with pytest.raises(ConfigError, match="pfedhn_clients_per_round .3. must divide clients_per_round .10."):
+        r.config(pfedhn_clients_per_round=3)
+    with pytest.raises(ConfigError, match="alpha"):
+        r.config(alpha=0.0)
+
+
 # ---------------------------------------------------------------- pFedHN
 
 
@@ -215,6 +262,45 @@ def test_novel_client_moves_only_its_embedding_and_learns() -> None:
     table = after["hypernetwork.inputs.table.weight"]
     assert torch.equal(table[:2], before["hypernetwork.inputs.table.weight"][:2])  # other clients untouched
     assert losses[-1] < losses[0] and server.evaluate(2, x, y)[0] > max(start, 150)
+
+
+def test_novel_client_exchange_moves_its_row_by_the_hand_computed_step_and_lowers_its_loss() -> None:
+    """The row a novel client tunes gets gradient, the optimizer holds it, and evaluation sees
+    the new row: one exchange against a hand computation (linear hypernetwork theta_t = A_t e + c_t,
+    softmax regression, one full-batch inner step), then the local loss of the generated
+    network, by hand, falls over further exchanges."""
+    torch.manual_seed(0)
+    model = linear_pfedhn(num_clients=3)
+    heads = model.hypernetwork.outputs.heads
+    A = {"weight": heads[0].weight.detach().clone(), "bias": heads[1].weight.detach().clone()}
+    c = {"weight": heads[0].bias.detach().clone(), "bias": heads[1].bias.detach().clone()}
+    server = fed.PFedHN(model)
+    server.embedding_optimizer.param_groups[0]["lr"] = 0.5  # as the recipe sets it
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    e0 = server.table[2].detach().clone()
+    inner = {"steps": 1, "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 40, "clip": None}
+
+    def hand_loss(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        W, b = (A["weight"] @ e + c["weight"]).view(2, 3), A["bias"] @ e + c["bias"]
+        p = torch.softmax(x @ W.T + b, 1)
+        onehot = F.one_hot(y, 2).float()
+        loss = -(onehot * p.log()).sum(1).mean()
+        return loss, (p - onehot).T @ x / len(x), (p - onehot).mean(0)  # CE and its gradients in W, b
+
+    loss0, gW, gb = hand_loss(e0)
+    delta_W, delta_b = 0.1 * gW, 0.1 * gb  # theta - theta~ after one plain SGD step
+    expected = e0 - 0.5 * (A["weight"].T @ delta_W.flatten() + A["bias"].T @ delta_b)
+    fed.tune_novel_client(server, 2, lambda: nn.Linear(3, 2), x, y, rounds=1, inner=inner)
+    assert torch.allclose(server.table[2], expected, atol=1e-6)
+    assert not torch.allclose(server.table[2], e0, atol=1e-3)  # a real move, not a rounding
+    assert server.loss(2, x, y) == pytest.approx(float(hand_loss(server.table[2].detach())[0]), abs=1e-5)
+    fed.tune_novel_client(server, 2, lambda: nn.Linear(3, 2), x, y, rounds=30, inner=inner)
+    after = float(hand_loss(server.table[2].detach())[0])
+    assert server.loss(2, x, y) == pytest.approx(after, abs=1e-5)
+    assert after < 0.9 * float(loss0)  # 0.538 -> 0.445
+    assert server.evaluate(2, x, y)[0] >= int((torch.softmax(x @ (A["weight"] @ e0 + c["weight"]).view(2, 3).T
+                                                              + A["bias"] @ e0 + c["bias"], 1).argmax(1) == y).sum())
 
 
 # ---------------------------------------------------------------- HyperFL

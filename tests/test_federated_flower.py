@@ -204,3 +204,8 @@ def test_federated_mnist_recipe_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -
     assert all(0 <= v <= 100 for v in out["final_accuracy"].values())
     assert out["bytes_per_round"]["HyperFL"] > out["bytes_per_round"]["FedAvg"] > 0 == out["bytes_per_round"]["Local"]
     assert (res.run_dir / "federated_accuracy.png").exists() and (res.run_dir / "federated_inversion.png").exists()
+    # pFedHN: one client per Flower round, so twice the rounds, its curve in the others' rounds
+    assert out["pfedhn_flower_rounds"] == 4 and set(out["curves"]["pFedHN"]) == set(out["curves"]["FedAvg"]) == {"1", "2"}
+    nv = out["novel"]
+    assert len(nv["train_loss_before"]) == len(nv["train_loss_after"]) == len(nv["embedding_moved"]) == 1
+    assert nv["embedding_moved"][0] > 0

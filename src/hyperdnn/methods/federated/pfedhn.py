@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperdnn.conditioning import TaskEmbedding, TaskInput
@@ -166,6 +167,21 @@ class PFedHN:
         self.model.eval()
         try:
             return accuracy(lambda xb: self.model(xb, **{self.keyword: self._check(client)}), x, y)
+        finally:
+            self.model.train(was)
+
+    @torch.no_grad()
+    def loss(self, client: int, x: Tensor, y: Tensor, batch: int = 1000) -> float:
+        """Mean cross-entropy of client ``client``'s generated network on ``(x, y)`` (``x``:
+        ``(n, ...)``, ``y``: ``(n,)``), in eval mode: what tuning a novel client's embedding
+        should lower on its training data."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            kw = {self.keyword: self._check(client)}
+            total = sum(float(F.cross_entropy(self.model(x[i : i + batch], **kw), y[i : i + batch], reduction="sum"))
+                        for i in range(0, len(x), batch))
+            return total / max(1, len(x))
         finally:
             self.model.train(was)
 
