@@ -55,13 +55,13 @@ class Config:
     net_steps: int = field(default=500, metadata={"help": "optimizer steps of every network trained from scratch (reference included)"})
     hyper_steps: int = field(default=1500, metadata={"help": "optimizer steps of each hypernetwork"})
     batch_size: int = 64
-    lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate of the networks and the Fourier-feature hypernetworks (cosine to 10 %)"})
+    lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate of the networks and the Fourier-feature hypernetworks (cosine schedule down to a tenth)"})
     grid_lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate of the grid-encoded hypernetworks (their parameters are weights, so a plain network's rate)"})
     train_subset: int = field(default=0, metadata={"help": "train on the first N training images only (0: all 60,000)"})
     test_subset: int = field(default=0, metadata={"help": "test on the first N test images only (0: all 10,000)"})
     hidden: tuple[int, ...] = field(default=(64, 64, 64), metadata={"help": "the coordinate MLP's hidden widths"})
     num_freqs: int = field(default=16, metadata={"help": "Fourier frequencies per coordinate of the implicit hypernetwork (NeuMeta: 16)"})
-    coord_noise: float = field(default=1.0, metadata={"help": "width of the uniform noise on the index coordinates while training (0: off)"})
+    coord_noise: float = field(default=0.5, metadata={"help": "width of the uniform noise on the index coordinates while training, in index units (0: off; NeuMeta: 1.0, which cost the grid hypernetwork accuracy here)"})
     recon: float = field(default=1.0, metadata={"help": "weight of the reconstruction term against the reference network"})
     reg: float = field(default=1e-4, metadata={"help": "weight of the L2 penalty on the generated weights"})
     kd: float = field(default=0.0, metadata={"help": "weight of the distillation term from the reference network's outputs (0: off)"})
@@ -139,7 +139,7 @@ def _plot(ctx: RunContext, cfg: Config, curves: dict[str, dict[int, float]], siz
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.2]})
     styles = {"scratch": ("k", "o", "-"), "pruned": ("C3", "x", "--"), "pruned (permuted)": ("C1", "x", ":"),
               "implicit": ("C7", "s", "-"), "no-permutation": ("C8", "^", "-"), "no-noise": ("C9", "v", "-"),
               "grid": ("C0", "s", "-"), "grid-no-permutation": ("C2", "^", "-"), "grid-no-noise": ("C4", "v", "-")}
@@ -157,9 +157,10 @@ def _plot(ctx: RunContext, cfg: Config, curves: dict[str, dict[int, float]], siz
     ax.legend(fontsize=8, loc="lower right")
     names = list(sizes)
     colors = {"grid hypernetwork": "C0", "Fourier-MLP hypernetwork": "C7", "widest network": "C3"}
-    bx.bar(range(len(names)), [sizes[n] / 1e6 for n in names], color=[colors.get(n, "k") for n in names])
-    bx.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-    bx.set_ylabel("parameters (millions)")
+    bx.barh(range(len(names)), [sizes[n] / 1e6 for n in names], color=[colors.get(n, "k") for n in names])
+    bx.set_yticks(range(len(names)), [n.replace(" hypernetwork", "\nhypernetwork") for n in names], fontsize=8)
+    bx.invert_yaxis()
+    bx.set_xlabel("parameters (millions)")
     bx.set_title("what is stored", fontsize=9)
     ctx.save_figure(fig, "accuracy_vs_width")
 
