@@ -139,7 +139,7 @@ def _plot(ctx: RunContext, cfg: Config, curves: dict[str, dict[int, float]], siz
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.2]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1.2]}, layout="constrained")
     styles = {"scratch": ("k", "o", "-"), "pruned": ("C3", "x", "--"), "pruned (permuted)": ("C1", "x", ":"),
               "implicit": ("C7", "s", "-"), "no-permutation": ("C8", "^", "-"), "no-noise": ("C9", "v", "-"),
               "grid": ("C0", "s", "-"), "grid-no-permutation": ("C2", "^", "-"), "grid-no-noise": ("C4", "v", "-")}
