@@ -43,7 +43,7 @@ from hyperdnn.experiments.recipes._classifiers import count_correct, standardize
 from hyperdnn.experiments.runs import RunContext
 
 VARIANTS = ("grid", "grid-no-permutation", "grid-no-noise", "implicit", "no-permutation", "no-noise")
-DEFAULT_VARIANTS = ("grid", "grid-no-permutation", "grid-no-noise", "implicit")
+DEFAULT_VARIANTS = ("grid", "grid-no-permutation", "grid-no-noise")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Config:
     min_width: int = field(default=8, metadata={"help": "narrowest hidden width tested (channels of the LeNet's hidden layers)"})
     max_width: int = field(default=32, metadata={"help": "widest hidden width; the reference network is trained at it"})
     net_steps: int = field(default=500, metadata={"help": "optimizer steps of every network trained from scratch (reference included)"})
-    hyper_steps: int = field(default=1500, metadata={"help": "optimizer steps of each hypernetwork"})
+    hyper_steps: int = field(default=5000, metadata={"help": "optimizer steps of each hypernetwork"})
     batch_size: int = 64
     lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate of the networks and the Fourier-feature hypernetworks (cosine schedule down to a tenth)"})
     grid_lr: float = field(default=1e-3, metadata={"help": "peak Adam learning rate of the grid-encoded hypernetworks (their parameters are weights, so a plain network's rate)"})

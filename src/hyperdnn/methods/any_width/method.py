@@ -121,7 +121,10 @@ class AnyWidth:
     def target(self, width: int) -> nn.Module:
         """The family member of ``width`` (built once; the model caches its preparation)."""
         if width not in self._targets:
-            self._targets[width] = self.make_target(width)
+            # a module's init draws from the global RNG; forked so that when a width is first met
+            # (which moves on resumption) does not shift the coordinate noise drawn after it
+            with torch.random.fork_rng(devices=[]):
+                self._targets[width] = self.make_target(width)
         return self._targets[width]
 
     def sample_width(self) -> int:
