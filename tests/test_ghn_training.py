@@ -181,3 +181,20 @@ def test_ghn_charlm_short_on_a_small_corpus(tmp_path: Path) -> None:
         assert all(0 < v < 10 for v in curves[0])
     with pytest.raises(ConfigError, match="held-out layers .* must exceed"):
         r.config(held_layers=(2, 3))
+
+
+def test_ghn_charlm_finds_the_corpus_without_a_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --data-dir: the corpus is looked for under $HYPERDNN_DATA (a TypeError on None before)."""
+    from hyperdnn.errors import DataError
+    from hyperdnn.experiments.recipes.ghn_charlm import Config, _corpus_path
+
+    class Ctx:
+        data_dir = None
+
+    (tmp_path / "kjv").mkdir()
+    (tmp_path / "kjv" / "kjv.txt").write_text("In the beginning")
+    monkeypatch.setenv("HYPERDNN_DATA", str(tmp_path))
+    assert _corpus_path(Config(), Ctx()) == tmp_path / "kjv" / "kjv.txt"
+    monkeypatch.setenv("HYPERDNN_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="from HYPERDNN_DATA"):
+        _corpus_path(Config(), Ctx())

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperdnn.data.mnist import data_root
 from hyperdnn.data.text import load_char_corpus
 from hyperdnn.errors import ConfigError, DataError
 from hyperdnn.experiments.recipes import non_negative, positive, positive_ints, recipe, some_of
@@ -78,10 +79,11 @@ class Config:
 def _corpus_path(cfg: Config, ctx: RunContext) -> Path:
     if cfg.corpus:
         return Path(cfg.corpus).expanduser()
-    for p in (ctx.data_dir / "kjv" / "kjv.txt.gz", ctx.data_dir / "kjv.txt.gz", ctx.data_dir / "kjv" / "kjv.txt"):
+    root, source = data_root(ctx.data_dir)  # no --data-dir: $HYPERDNN_DATA, else the cache, as every recipe
+    for p in (root / "kjv" / "kjv.txt.gz", root / "kjv.txt.gz", root / "kjv" / "kjv.txt"):
         if p.is_file():
             return p
-    raise DataError(f"ghn-charlm: no corpus given and no kjv/kjv.txt.gz under {ctx.data_dir}; "
+    raise DataError(f"ghn-charlm: no corpus given and no kjv/kjv.txt.gz under {root} (from {source}); "
                     "pass --corpus PATH (any UTF-8 text, plain or gzip) or --data-dir DIR holding kjv/kjv.txt.gz")
 
 
