@@ -36,18 +36,7 @@ from ..dynamic_target import DynamicOutput
 from ..errors import ShapeError
 from ..target import TargetSpec
 from .base import OutputModule, split_flat
-
-
-def rows_of(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """``(n_out, n_in, kernel numbers per row)`` of a tensor shape."""
-    if len(shape) == 0:
-        return 1, 1, 1
-    if len(shape) == 1:
-        return shape[0], 1, 1
-    n = 1
-    for s in shape[2:]:
-        n *= s
-    return shape[0], shape[1], n
+from .implicit import _rows_of as rows_of
 
 
 def interpolation(n: int, grid: int, noise: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:

@@ -30,7 +30,7 @@ from torch import Tensor
 from hyperdnn.errors import ConfigError, HDTypeError
 from hyperdnn.hyperdnn import HyperDNN
 from hyperdnn.methods.continual.evaluation import TestData, batches, cl3_predict, score
-from hyperdnn.methods.continual.method import CL3Scores, ContinualLearning
+from hyperdnn.methods.continual.method import CL3Scores, ContinualLearning, _eval_mode
 from hyperdnn.methods.continual.regularizer import task_embeddings
 
 __all__ = ["NetworkGrowth"]
@@ -145,7 +145,7 @@ class NetworkGrowth:
         for k, data in enumerate(tests):
             theta = self.weights(k)
             with _eval_mode(self.model):
-                out.append(score(lambda x, th=theta, j=k: _head(cl, self.model.run_target(x, th), j), data, cl.metric))
+                out.append(score(lambda x, th=theta, j=k: cl._head(self.model.run_target(x, th), j), data, cl.metric))
         return out
 
     @torch.no_grad()
@@ -164,7 +164,7 @@ class NetworkGrowth:
             for k, data in enumerate(tests):
                 correct = inferred = n = 0
                 for x, y in batches(data, "NetworkGrowth.evaluate_cl3"):
-                    logits = torch.stack([_head(cl, self.model.run_target(x, th), j) for j, th in enumerate(thetas)])  # (J, N, C)
+                    logits = torch.stack([cl._head(self.model.run_target(x, th), j) for j, th in enumerate(thetas)])  # (J, N, C)
                     offsets = label_offsets if label_offsets is not None else [j * logits.shape[-1] for j in range(J)]
                     pred, which = cl3_predict(logits, offsets)
                     correct += int((pred == y + offsets[k]).sum())
@@ -216,20 +216,3 @@ class NetworkGrowth:
             raise HDTypeError(f"NetworkGrowth.{part}: tests must be a sequence with one test set per task, e.g. [(x0, y0), (x1, y1)] (got one pair (x, y))")
         if not 1 <= len(tests) <= len(self.snapshots):
             raise ConfigError(f"NetworkGrowth.{part}: tests must hold the test data of 1..{len(self.snapshots)} stored tasks (got {len(tests)}); store each task after training it")
-
-
-def _head(cl: ContinualLearning, out: Tensor, task: int) -> Tensor:
-    return out if cl.heads is None else out[..., cl.heads[task]]
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """``model.eval()`` and ``torch.no_grad()`` for a block; every submodule's mode restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
