@@ -2,9 +2,11 @@
 
 Workload (issue 17): ``transformers.GPT2LMHeadModel(GPT2Config(n_embd=1280, n_layer=36,
 n_head=20))`` (774M parameters, LoGAH's largest target) is built on the meta device (no
-download, no memory), its graph read with ``module_chain_graph`` (transformers 5 has no fx
-tracer and plain fx cannot trace its forward), then ``predict_into`` writes every predicted
-parameter into the model after ``to_empty(device="cpu")``. Checks, as in LoGAH's title:
+download, no memory), its exact graph read by ``graph_of`` with ``torch.export`` from a meta
+``(1, 8)`` batch of token ids (transformers 5 has no fx tracer and plain fx cannot trace its
+forward; ``--graph chain`` uses the approximate ``module_chain_graph`` instead), then
+``predict_into`` writes every predicted parameter into the model after
+``to_empty(device="cpu")``. Checks, as in LoGAH's title:
 
 - hypernetwork size <= 1 % of theta;
 - peak resident memory of materialising + predicting <= 1.3x theta's bytes (each low-rank
@@ -25,7 +27,7 @@ Run (from the repository root, ``pip install -e '.[lora]'`` for transformers):
 
     .venv/bin/python -m benchmarks.ghn_scale --threads 1
 
-Writes benchmarks/results/ghn_scale_<threads>t.json.
+Writes benchmarks/results/ghn_scale_<threads>t.json (``_chain`` appended with ``--graph chain``).
 """
 
 from __future__ import annotations
@@ -106,15 +108,28 @@ def param_embeddings(ghn: nn.Module, graph) -> Tensor:
     return e + ghn.role(torch.tensor(roles))
 
 
-def child(impl: str, repeats: int) -> dict:
-    from hyperdnn.methods.graph import module_chain_graph, predict_into
+def read_graph(model: nn.Module, kind: str):
+    """GPT-2's graph: exact (``torch.export`` on the meta device) or the module chain."""
+    from hyperdnn.methods.graph import graph_of, module_chain_graph
+
+    if kind == "chain":
+        return module_chain_graph(model)
+    ids = torch.zeros(1, 8, dtype=torch.long, device="meta")
+    return graph_of(model, example_inputs=(ids,), example_kwargs={"use_cache": False})
+
+
+def child(impl: str, repeats: int, graph_kind: str) -> dict:
+    from hyperdnn.methods.graph import predict_into
 
     model = gpt2_large()
     ghn = build_ghn()
     theta = numel(model)  # the tied embedding / LM head counted once, as GPT-2's 774M
-    graph = module_chain_graph(model)
+    t0 = time.perf_counter()
+    graph = read_graph(model, graph_kind)
     out = {"impl": impl, "threads": torch.get_num_threads(), "theta_params": theta, "theta_bytes": theta * 4,
-           "ghn_params": numel(ghn), "decoder_params": numel(ghn.decoder), "graph_nodes": len(graph.nodes)}
+           "ghn_params": numel(ghn), "decoder_params": numel(ghn.decoder), "graph": graph_kind,
+           "graph_nodes": len(graph.nodes), "graph_edges": len(graph.edges),
+           "graph_seconds": time.perf_counter() - t0}
     with torch.no_grad():
         emb = param_embeddings(ghn, graph)
 
@@ -161,23 +176,30 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--graph", choices=("export", "chain"), default="export",
+                    help="GPT-2's graph: exact, read with torch.export (default), or module_chain_graph")
     ap.add_argument("--child", choices=("hyperdnn", "limit"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.repeats)))
+        print(json.dumps(child(args.child, args.repeats, args.graph)))
         return
     runs = {}
     for impl in ("limit", "hyperdnn"):
         proc = subprocess.run([sys.executable, "-m", "benchmarks.ghn_scale", "--child", impl, "--threads",
-                               str(args.threads), "--repeats", str(args.repeats)], capture_output=True, text=True)
+                               str(args.threads), "--repeats", str(args.repeats), "--graph", args.graph],
+                              capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"ghn_scale: the {impl} child failed:\n{proc.stderr[-3000:]}")
         runs[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
     lib, lim = runs["hyperdnn"], runs["limit"]
     summary = {
         "workload": "GPT2LMHeadModel(GPT2Config(n_embd=1280, n_layer=36, n_head=20)), every parameter predicted",
-        "ghn": {"dim": DIM, "rank": RANK, "block": BLOCK, "hidden": HIDDEN, "graph": "module_chain_graph"},
+        "ghn": {"dim": DIM, "rank": RANK, "block": BLOCK, "hidden": HIDDEN,
+                "graph": "graph_of (torch.export)" if args.graph == "export" else "module_chain_graph"},
+        "graph_nodes": lib["graph_nodes"],
+        "graph_edges": lib["graph_edges"],
+        "graph_seconds": lib["graph_seconds"],
         "threads": args.threads,
         "theta_params": lib["theta_params"],
         "ghn_params": lib["ghn_params"],
@@ -191,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                    "peak <= 1.3x theta": lib["peak_over_theta"] <= 1.3},
         "runs": runs,
     }
-    out = Path(__file__).parent / "results" / f"ghn_scale_{args.threads}t.json"
+    suffix = "" if args.graph == "export" else "_chain"
+    out = Path(__file__).parent / "results" / f"ghn_scale_{args.threads}t{suffix}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
 

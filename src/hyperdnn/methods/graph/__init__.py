@@ -3,6 +3,7 @@
 | file | what |
 |---|---|
 | graph.py | ``graph_of``: a model's fx graph (nodes, edges, virtual edges); ``module_chain_graph`` |
+| export_graph.py | ``export_graph``: the same graph read with ``torch.export`` (HuggingFace models) |
 | gnn.py | ``GatedGNN``: GHN-2's forward/backward gated message passing |
 | decoder_tiled.py | ``TiledDecoder``: GHN-2's fixed block, sliced and tiled |
 | decoder_lowrank.py | ``LowRankDecoder``: LoGAH's ``A B^T`` with blocks of ``A`` and ``B`` |
@@ -15,6 +16,7 @@
 
 from .decoder_lowrank import LowRankDecoder, block_codes
 from .decoder_tiled import TiledDecoder, tile_to
+from .export_graph import export_graph
 from .ghn import GraphHyperNetwork
 from .gnn import GatedGNN
 from .graph import NODE_KINDS, GraphNode, ModelGraph, graph_of, module_chain_graph
@@ -38,6 +40,7 @@ __all__ = [
     "NODE_KINDS",
     "TiledDecoder",
     "block_codes",
+    "export_graph",
     "fan_in_normalize",
     "graph_of",
     "module_chain_graph",

@@ -167,7 +167,8 @@ def module_kind(module: nn.Module) -> str:
     return _NAMED_KINDS.get(type(module).__name__, "other")
 
 
-def _function_kind(target: Any) -> str:
+def function_kind(target: Any) -> str:
+    """The node kind of a function, method or op name (``"other"`` when none of the known ones)."""
     name = target if isinstance(target, str) else getattr(target, "__name__", "")
     return _FUNCTION_KINDS.get(name.strip("_") if name.startswith("__") else name, "other")
 
@@ -196,21 +197,30 @@ class _PathTracer(fx.Tracer):
             self.stack.pop()
 
 
-def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = ()) -> ModelGraph:
-    """The computational graph of ``model``, read with ``torch.fx``.
+def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = (), example_inputs: tuple | None = None,
+             example_kwargs: dict | None = None) -> ModelGraph:
+    """The computational graph of ``model``, read with ``torch.fx`` (or ``torch.export`` when fx cannot).
+
+    A model fx cannot trace symbolically (HuggingFace models: transformers 5 has no fx
+    tracer) is read with :func:`~hyperdnn.methods.graph.export_graph` when example inputs
+    are given: the same node and edge kinds, from the ATen graph ``torch.export`` records.
 
     Args:
-        model: any ``nn.Module`` whose forward fx can trace symbolically.
+        model: any ``nn.Module``.
         leaf_modules: extra module classes kept as single nodes (not traced into),
             e.g. a block with data-dependent control flow that owns parameters.
+        example_inputs: positional arguments of one forward call (e.g. ``(input_ids,)``,
+            ``input_ids (B, T)``), used only when fx cannot trace the model.
+        example_kwargs: keyword arguments of that call.
 
     Returns:
         a :class:`ModelGraph`; every parameter of ``model`` is owned by exactly one node.
 
     Raises:
         HDTypeError: ``model`` is no ``nn.Module``.
-        ConfigError: fx cannot trace the model (the message names the module whose forward
-            failed and the fix), or a parameter is used by no node.
+        ConfigError: fx cannot trace the model and no example inputs were given, or
+            ``torch.export`` fails too (the message names the module whose forward failed,
+            for both, and the fix), or a parameter is used by no node.
 
     Example:
         >>> g = graph_of(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
@@ -231,12 +241,21 @@ def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = ()) -> ModelGra
     except Exception as err:  # fx raises TraceError, TypeError, RuntimeError, ... depending on what it met
         where = tracer.failed_in
         part = f"module {where!r} ({type(model.get_submodule(where)).__name__})" if where else f"the forward of {type(model).__name__}"
-        raise ConfigError(
-            f"graph_of: torch.fx cannot trace {part} of {type(model).__name__}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}; fix: pass that module's class in leaf_modules= "
-            "(it becomes one node) or make its forward free of data-dependent control flow, or use "
-            "module_chain_graph(model) for a graph read from the module tree alone"
-        ) from err
+        fx_failure = (f"torch.fx cannot trace {part} of {type(model).__name__}: {type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}")
+        if example_inputs is None:
+            raise ConfigError(
+                f"graph_of: {fx_failure}; fix: pass example_inputs=(...) (one forward call's arguments: the graph is "
+                "then read with torch.export), pass that module's class in leaf_modules= (it becomes one node) or make "
+                "its forward free of data-dependent control flow, or use module_chain_graph(model) for an approximate "
+                "graph read from the module tree alone"
+            ) from err
+        from .export_graph import export_graph  # export_graph imports this module
+
+        try:
+            return export_graph(model, example_inputs, example_kwargs, leaf_modules=leaf_modules)
+        except ConfigError as export_err:
+            raise ConfigError(f"graph_of: {fx_failure}; and {str(export_err)}") from export_err
     return _from_fx(model, traced)
 
 
@@ -296,9 +315,9 @@ def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
             if name in params and name not in owned:
                 own = ((name, tuple(params[name].shape)),)
         elif node.op == "call_method":
-            kind = _function_kind(str(node.target))
+            kind = function_kind(str(node.target))
         else:
-            kind = _function_kind(node.target)
+            kind = function_kind(node.target)
         owned.update(n for n, _ in own)
         index[node] = len(nodes)
         nodes.append(GraphNode(node.name, kind, module, own, cls))
