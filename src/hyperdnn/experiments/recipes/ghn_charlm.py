@@ -24,10 +24,11 @@ from torch import Tensor, nn
 from hyperdnn.data.mnist import data_root
 from hyperdnn.data.text import load_char_corpus
 from hyperdnn.errors import ConfigError, DataError
-from hyperdnn.experiments.recipes import non_negative, positive, positive_ints, recipe, some_of
+from hyperdnn.experiments.recipes import non_negative, one_of, positive, positive_ints, recipe, some_of
 from hyperdnn.experiments.runs import RunContext
-from hyperdnn.methods.graph import (CharGPTArch, CharGPTSpace, GHNTraining, GraphHyperNetwork, LowRankDecoder,
-                                    TiledDecoder, predict_into)
+from hyperdnn.methods.graph import (CharGPTArch, CharGPTSpace, GHNTraining, GraphHyperNetwork, LoGAHDecoder,
+                                    LowRankDecoder, TiledDecoder, predict_into)
+from hyperdnn.methods.graph.ghn import WEIGHT_NORMS
 
 DECODERS = ("lowrank", "tiled")
 
@@ -47,6 +48,12 @@ class Config:
     rank: int = field(default=16, metadata={"help": "rank of the low-rank decoder's A B^T"})
     block: int = field(default=16, metadata={"help": "rows of A and B per block of the low-rank decoder"})
     hidden: int = field(default=64, metadata={"help": "hidden width of both decoders' MLPs"})
+    lowrank_form: str = field(default="blocks", metadata={
+        "help": "low-rank decoder: blocks (LowRankDecoder, block codes) or logah (LoGAHDecoder, the authors' form)"})
+    logah_rows: int = field(default=512, metadata={"help": "max_rows (LoGAH's max_ck_lora) of --lowrank-form logah"})
+    lowrank_norm: str = field(default="std", metadata={
+        "help": "scaling of the low-rank decoder's weights: fan_in (GHN-2) or std (LoGAH's GPT-2 code: std init_std)"})
+    init_std: float = field(default=0.02, metadata={"help": "weight std of --lowrank-norm std (LoGAH: 0.02)"})
     tiled_block: tuple[int, ...] = field(default=(64, 64, 1, 1), metadata={"help": "GHN-2 decoder's block (c_out, c_in, k, k)"})
     decoders: tuple[str, ...] = field(default=DECODERS, metadata={"help": "which of lowrank,tiled to train"})
     held_out: int = field(default=3, metadata={"help": "held-out transformers (deeper and wider than training ones)"})
@@ -65,6 +72,10 @@ class Config:
         non_negative(part, "finetune_steps", self.finetune_steps)
         positive(part, "lr", self.lr, float)
         positive(part, "finetune_lr", self.finetune_lr, float)
+        positive(part, "init_std", self.init_std, float)
+        one_of(part, "lowrank_norm", self.lowrank_norm, WEIGHT_NORMS)
+        one_of(part, "lowrank_form", self.lowrank_form, ("blocks", "logah"))
+        positive(part, "logah_rows", self.logah_rows)
         for name in ("tiled_block", "held_layers", "held_widths"):
             positive_ints(part, name, getattr(self, name))
         if len(self.tiled_block) != 4:
@@ -154,9 +165,14 @@ def run(ctx: RunContext) -> dict:
     ghns, opts, gens = {}, {}, {}
     for d in cfg.decoders:
         torch.manual_seed(ctx.seed + 17)
-        dec = (LowRankDecoder(cfg.dim, rank=cfg.rank, block=cfg.block, hidden=cfg.hidden) if d == "lowrank"
-               else TiledDecoder(cfg.dim, block=tuple(cfg.tiled_block), hidden=cfg.hidden))
-        ghns[d] = GraphHyperNetwork(dec, dim=cfg.dim, s_max=cfg.s_max)
+        if d == "tiled":
+            dec = TiledDecoder(cfg.dim, block=tuple(cfg.tiled_block), hidden=cfg.hidden)
+        elif cfg.lowrank_form == "logah":
+            dec = LoGAHDecoder(cfg.dim, rank=cfg.rank, max_rows=cfg.logah_rows)
+        else:
+            dec = LowRankDecoder(cfg.dim, rank=cfg.rank, block=cfg.block, hidden=cfg.hidden)
+        norm = dict(weight_norm=cfg.lowrank_norm, init_std=cfg.init_std) if d == "lowrank" else {}
+        ghns[d] = GraphHyperNetwork(dec, dim=cfg.dim, s_max=cfg.s_max, **norm)
         opts[d] = torch.optim.Adam(ghns[d].parameters(), lr=cfg.lr)
         gens[d] = torch.Generator().manual_seed(ctx.seed + 1)  # the same architectures and windows for both
     ctx.track(**{f"ghn_{d}": m for d, m in ghns.items()}, **{f"opt_{d}": o for d, o in opts.items()},

@@ -75,3 +75,50 @@ class LowRankDecoder(nn.Module):
         a = self._blocks(self.mlp_a, e, shape[0], self.rank)  # (out, r)
         b = self._blocks(self.mlp_b, e, math.prod(shape[1:]), self.rank)  # (in, r)
         return Factored(a, b, tuple(shape))
+
+
+class LoGAHDecoder(nn.Module):
+    """LoGAH's low-rank decoder as the authors wrote it (``ConvDecoder3LoRA`` in Blackzxy/LoGAH's ``ghn3/nn.py``).
+
+    ``M = MLP(e)`` viewed as ``(2r, r)`` (MLP ``C -> 4C -> 8C -> 2 r r``, ReLU between);
+    ``Y = table(relu(M))`` with ``table = Linear(r, c_max)`` applied to every row, ``(2r, c_max)``;
+    ``Y`` reshaped (row-major, as the authors' ``view``) to ``(2 c_max, r)``: ``A`` its first
+    ``c_max`` rows, ``B`` the rest. Row ``i`` of ``A`` is thus a learned ``(r, r)`` slice of the
+    table applied to one row of ``relu(M)``: the table is a learned basis of row patterns shared
+    by every tensor. A weight takes ``A[:out]`` and ``B[:in]`` (tiled when ``out`` or ``in``
+    exceeds ``c_max``, as LoGAH tiles). Vectors are the first column of a product, as LoGAH's
+    ``n_dim=1`` path: ``v = A[:n] B[0]``. The size grows with ``c_max`` (``r c_max``), unlike
+    :class:`LowRankDecoder`'s.
+
+    Args:
+        dim: node embedding width ``C``.
+        rank: ``r``.
+        max_rows: ``c_max`` (LoGAH's ``max_ck_lora``; 32768 by default there).
+
+    Shapes: ``forward(e (C,), shape)`` -> :class:`Factored` (``A (out, r)``, ``B (in, r)``) or a vector.
+    """
+
+    def __init__(self, dim: int, rank: int = 16, max_rows: int = 512) -> None:
+        super().__init__()
+        if rank < 1 or max_rows < 1:
+            raise ConfigError(f"LoGAHDecoder: rank and max_rows must be >= 1 (got rank={rank}, max_rows={max_rows})")
+        self.rank, self.max_rows = rank, max_rows
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, 8 * dim), nn.ReLU(),
+                                 nn.Linear(8 * dim, 2 * rank * rank))
+        self.table = nn.Linear(rank, max_rows)
+
+    def _factors(self, e: Tensor) -> tuple[Tensor, Tensor]:
+        r, c = self.rank, self.max_rows
+        y = self.table(torch.relu(self.mlp(e).view(2 * r, r)))  # (2r, c)
+        ab = y.reshape(2 * c, r)
+        return ab[:c], ab[c:]
+
+    def _rows(self, f: Tensor, n: int) -> Tensor:
+        return f[:n] if n <= self.max_rows else f.repeat(math.ceil(n / self.max_rows), 1)[:n]
+
+    def forward(self, e: Tensor, shape: tuple[int, ...]) -> Tensor | Factored:
+        a, b = self._factors(e)
+        if len(shape) <= 1:
+            n = math.prod(shape)
+            return (self._rows(a, n) @ b[0]).reshape(shape)
+        return Factored(self._rows(a, shape[0]), self._rows(b, math.prod(shape[1:])), tuple(shape))

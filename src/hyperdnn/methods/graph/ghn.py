@@ -27,9 +27,10 @@ from hyperdnn.factored import Factored
 
 from .gnn import GatedGNN, Sweep, schedule
 from .graph import NODE_KINDS, ModelGraph, graph_of
-from .normalize import fan_in_normalize
+from .normalize import fan_in_normalize, std_normalize
 
 _ROLES = ("weight", "vector", "bias")
+WEIGHT_NORMS = ("fan_in", "std")
 
 
 def _shape_features(shapes: Sequence[tuple[int, ...]], device: torch.device) -> Tensor:
@@ -51,6 +52,13 @@ class GraphHyperNetwork(nn.Module):
         s_max: largest shortest-path distance of a virtual edge (GHN-2: 50; 1: none).
         steps: forward+backward sweeps of the gated GNN.
         layernorm: LayerNorm of the node embeddings after the GNN (GHN-2: yes).
+        weight_norm: how predicted weights of 2+ dimensions are scaled: ``"fan_in"``
+            (GHN-2's ``sqrt(beta / fan_in)``, :func:`fan_in_normalize`) or ``"std"``
+            (LoGAH's GPT-2 code: every weight rescaled to the standard deviation
+            ``init_std``, embeddings left raw, :func:`std_normalize`). Vectors are
+            normalised as GHN-2 does in both.
+        init_std: the standard deviation of ``weight_norm="std"`` (LoGAH: GPT-2's
+            ``initializer_range``, 0.02).
 
     Call: ``ghn(model)`` -> ``{name: Tensor | Factored}``; ``ghn([m1, m2])`` -> a list of
     those, the graphs batched into one GNN pass (GHN-2's meta-batch).
@@ -63,12 +71,16 @@ class GraphHyperNetwork(nn.Module):
     """
 
     def __init__(self, decoder: nn.Module, *, dim: int = 32, s_max: int = 50, steps: int = 1,
-                 layernorm: bool = True) -> None:
+                 layernorm: bool = True, weight_norm: str = "fan_in", init_std: float = 0.02) -> None:
         super().__init__()
         if dim < 2 or s_max < 1 or steps < 1:
             raise ConfigError(f"GraphHyperNetwork: dim >= 2, s_max >= 1 and steps >= 1 are required "
                               f"(got dim={dim}, s_max={s_max}, steps={steps})")
+        if weight_norm not in WEIGHT_NORMS or not init_std > 0:
+            raise ConfigError(f"GraphHyperNetwork: weight_norm must be one of {WEIGHT_NORMS} and init_std > 0 "
+                              f"(got {weight_norm!r}, {init_std})")
         self.dim, self.s_max = dim, s_max
+        self.weight_norm, self.init_std = weight_norm, init_std
         self.embed = nn.Embedding(len(NODE_KINDS), dim)
         self.shape_enc = nn.Linear(5, dim)
         self.param_shape_enc = nn.Linear(5, dim)
@@ -162,5 +174,9 @@ class GraphHyperNetwork(nn.Module):
             node = graph.nodes[node_of[j]]
             relu_next = any(graph.nodes[s].kind == "relu" for s in graph.successors(node_of[j]))
             raw = self.decoder(e[j], tuple(shape))
-            out[name] = fan_in_normalize(raw, name, module_class=node.cls, beta=2.0 if relu_next else 1.0)
+            if self.weight_norm == "std" and len(shape) >= 2:
+                # LoGAH leaves embeddings as predicted (GHN3_GPT._set_params skips nn.Embedding).
+                out[name] = raw if node.kind == "embedding" else std_normalize(raw, self.init_std)
+            else:
+                out[name] = fan_in_normalize(raw, name, module_class=node.cls, beta=2.0 if relu_next else 1.0)
         return out

@@ -45,3 +45,34 @@ def fan_in_normalize(p: Tensor | Factored, name: str, *, module_class: str = "",
     if name.rpartition(".")[2].endswith("bias"):
         return torch.tanh(0.2 * p)
     return 2.0 * torch.sigmoid(0.5 * p)
+
+
+def factored_moments(p: Factored) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased standard deviation of the entries of ``p.dense()`` without forming it.
+
+    ``sum W = s (1^T A)(B^T 1)`` and ``sum W^2 = s^2 trace((A^T A)(B^T B))`` for ``W = s A B^T``,
+    ``A (out, r)``, ``B (in, r)``; differentiable.
+    """
+    n = p.a.shape[0] * p.b.shape[0]
+    total = p.scale * (p.a.sum(0) * p.b.sum(0)).sum()
+    squares = p.scale ** 2 * ((p.a.T @ p.a) * (p.b.T @ p.b)).sum()
+    mean = total / n
+    return mean, ((squares - n * mean ** 2).clamp_min(0) / max(n - 1, 1)).sqrt()
+
+
+def std_normalize(p: Tensor | Factored, std: float) -> Tensor | Factored:
+    """A raw predicted weight of 2+ dimensions rescaled to the standard deviation ``std``.
+
+    LoGAH's normalisation for GPT-2 (``GHN3_GPT._normalize`` in Blackzxy/LoGAH's
+    ``ghn3/nn.py``: ``p / (p.std() + 1e-7) * config.initializer_range``, 0.02 for GPT-2):
+    the scale of every weight is fixed, whatever the layer's width or rank, and only its
+    structure is learned. A factored weight gets the factor on ``A``, ``W`` is not formed.
+
+    Args:
+        p: the decoder's output for one weight, ``(out, *rest)`` (a tensor or a ``Factored``).
+        std: the target standard deviation.
+    """
+    if isinstance(p, Factored):
+        k = std / (factored_moments(p)[1] + 1e-7)
+        return Factored(p.a * k, p.b, p.shape, p.base, p.scale, p.dropout)
+    return p * (std / (p.std() + 1e-7))
