@@ -3,7 +3,8 @@
     h_v^0 = Emb(kind_v) + ShapeEnc(shape of v's first parameter)
     h     = LayerNorm(GatedGNN(h^0))                       forward + backward sweeps
     e_p   = h_v + ShapeEnc_p(shape_p) + Role(p)            for each parameter p of node v
-    theta_p = fan_in_normalize(Decoder(e_p, shape_p))      fan-in normalisation
+    theta_p = fan_in_normalize(Decoder(e_p, shape_p))      fan-in normalisation (GHN-2), or
+    theta_p = std_normalize(Decoder(e_p, shape_p))         a fixed std for weights (LoGAH's GPT-2 code)
 
 The shape encoder reads ``log2`` of the 4-d padded shape through a linear map (GHN-2
 looks shapes up in a table of the sizes seen in training; a continuous code reaches
