@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from hyperdnn.errors import ConfigError
 from hyperdnn.factored import Factored
-from hyperdnn.methods.graph import GraphHyperNetwork, LoGAHDecoder, LowRankDecoder, TiledDecoder
+from hyperdnn.methods.graph import (
+    GraphHyperNetwork,
+    LoGAHDecoder,
+    LowRankDecoder,
+    TiledDecoder,
+)
 from hyperdnn.methods.graph.normalize import factored_moments, std_normalize
 from hyperdnn.methods.graph.samplers import CharGPTArch
 
@@ -45,7 +49,7 @@ def test_ghn_with_std_norm_predicts_weights_of_that_std_embeddings_raw(decoder):
     ghn.load_state_dict(plain.state_dict())
     with torch.no_grad():
         theta, ref = ghn(model), plain(model)
-    dense = lambda w: w.dense() if isinstance(w, Factored) else w  # noqa: E731
+    dense = lambda w: w.dense() if isinstance(w, Factored) else w
     for name, p in model.named_parameters():
         w = dense(theta[name])
         if name in ("tok.weight", "pos.weight"):  # LoGAH leaves nn.Embedding weights as predicted

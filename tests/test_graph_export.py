@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
 
 from hyperdnn.errors import ConfigError, HDTypeError
-from hyperdnn.methods.graph import (GraphHyperNetwork, LowRankDecoder, TiledDecoder, export_graph, graph_of,
-                                    module_chain_graph, write_params)
+from hyperdnn.methods.graph import (
+    GraphHyperNetwork,
+    LowRankDecoder,
+    TiledDecoder,
+    export_graph,
+    graph_of,
+    module_chain_graph,
+    write_params,
+)
 from hyperdnn.methods.graph.samplers import CharGPTArch, MnistArch
 
 transformers = pytest.importorskip("transformers")  # the [lora] extra is part of [test]
 
-SMALL = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16)
+SMALL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 50, "n_positions": 16}
 
 
 def gpt2(device: str = "cpu") -> nn.Module:
@@ -65,11 +74,11 @@ def test_gpt2_block_residual_adds_against_a_hand_written_expectation():
     (add2,) = succ[mlp_out]
     assert g.nodes[add2].kind == "add" and pred[add2] == {add1, mlp_out}
     assert succ[add1] == {mod["transformer.h.0.ln_2"], add2}
-    assert succ[add2] == {mod["transformer.h.1.ln_1"], [i for i in succ[add2] if g.nodes[i].kind == "add"][0]}
+    assert succ[add2] == {mod["transformer.h.1.ln_1"], next(i for i in succ[add2] if g.nodes[i].kind == "add")}
     # The MLP is a chain of its modules; the attention reads c_attn through a split into q, k, v.
     chain = ["transformer.h.0.ln_2", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.act",
              "transformer.h.0.mlp.c_proj", "transformer.h.0.mlp.dropout"]
-    assert all(succ[mod[a]] == {mod[b]} for a, b in zip(chain, chain[1:]))
+    assert all(succ[mod[a]] == {mod[b]} for a, b in itertools.pairwise(chain))
     (split,) = succ[mod["transformer.h.0.attn.c_attn"]]
     assert g.nodes[split].kind == "select" and len(succ[split]) == 3
     sdpa = [i for i, n in enumerate(g.nodes) if n.kind == "attention"]

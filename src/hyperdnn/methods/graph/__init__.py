@@ -26,6 +26,7 @@ from .predict import predict_into, run_with, write_params
 from .samplers import CharGPTArch, CharGPTSpace, MnistArch, MnistArchSpace
 
 __all__ = [
+    "NODE_KINDS",
     "CharGPTArch",
     "CharGPTSpace",
     "GHNStep",
@@ -38,7 +39,6 @@ __all__ = [
     "MnistArch",
     "MnistArchSpace",
     "ModelGraph",
-    "NODE_KINDS",
     "TiledDecoder",
     "block_codes",
     "export_graph",

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import heapq
 import traceback
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -151,7 +152,7 @@ def export_graph(model: nn.Module, example_inputs: tuple, example_kwargs: dict |
 def _from_export(model: nn.Module, exported: Any, leaves: tuple[type, ...]) -> ModelGraph:
     sig = exported.graph_signature
     prefix = _WRAP + "."
-    strip = lambda name: name[len(prefix):] if name.startswith(prefix) else name  # noqa: E731
+    strip = lambda name: name.removeprefix(prefix)
     param_of = {ph: strip(fqn) for ph, fqn in sig.inputs_to_parameters.items()}
     buffer_of = {ph: strip(fqn) for ph, fqn in sig.inputs_to_buffers.items()}
     user_inputs = set(sig.user_inputs)
@@ -175,16 +176,17 @@ def _from_export(model: nn.Module, exported: Any, leaves: tuple[type, ...]) -> M
         if n in reaching:
             reaching.update(n.all_input_nodes)
 
-    units: dict[str, tuple[str, nn.Module]] = {}  # nn_module_stack key -> (path, module) of a unit module call
+    is_unit: dict[str, bool] = {}  # module path -> is it one node
 
     def unit_of(n: fx.Node) -> tuple[str, str] | None:
+        """(nn_module_stack key of the call, module path) of the outermost unit module ``n`` was made in."""
         for key, (path, _) in (n.meta.get("nn_module_stack") or {}).items():
             path = strip(path)
             if not path or path == _WRAP:
                 continue
-            if key not in units:
-                units[key] = (path, model.get_submodule(path))
-            if _unit(units[key][1], leaves):
+            if path not in is_unit:
+                is_unit[path] = _unit(model.get_submodule(path), leaves)
+            if is_unit[path]:
                 return key, path
         return None
 
