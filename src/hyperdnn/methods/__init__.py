@@ -181,6 +181,9 @@ from hyperdnn.methods.pareto import (
     sample_dirichlet,
     stein_loss,
     svgd_direction,
+    synthetic_problem,
+    SYNTHETIC_PROBLEMS,
+    SyntheticProblem,
     tchebycheff,
 )
 from hyperdnn.methods.uncertainty import (
@@ -275,6 +278,8 @@ __all__ = [
     "REProblem",
     "RE_PROBLEMS",
     "Reconstruction",
+    "SYNTHETIC_PROBLEMS",
+    "SyntheticProblem",
     "Reliability",
     "ReplayBaseline",
     "SentenceEncoder",
@@ -382,6 +387,7 @@ __all__ = [
     "stein_loss",
     "store_targets",
     "svgd_direction",
+    "synthetic_problem",
     "tchebycheff",
     "tile_to",
     "total_variation",
