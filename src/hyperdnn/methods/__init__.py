@@ -184,6 +184,9 @@ from hyperdnn.methods.pareto import (
     sample_dirichlet,
     stein_loss,
     svgd_direction,
+    synthetic_problem,
+    SYNTHETIC_PROBLEMS,
+    SyntheticProblem,
     tchebycheff,
 )
 from hyperdnn.methods.uncertainty import (
@@ -281,7 +284,9 @@ __all__ = [
     "Reconstruction",
     "Reliability",
     "ReplayBaseline",
+    "SYNTHETIC_PROBLEMS",
     "SentenceEncoder",
+    "SyntheticProblem",
     "TextTask",
     "TiledDecoder",
     "Transitions",
@@ -388,6 +393,7 @@ __all__ = [
     "stein_loss",
     "store_targets",
     "svgd_direction",
+    "synthetic_problem",
     "tchebycheff",
     "tile_to",
     "total_variation",

@@ -6,6 +6,7 @@
   AAAI 2025) for expensive black-box problems, on Gaussian-process surrogates.
 - :func:`re_problem`: the seven real-world engineering problems of the RE suite (Tanabe &
   Ishibuchi 2020) that SVH-PSL is evaluated on, and :func:`approximate_front` for their fronts.
+- :func:`synthetic_problem`: SVH-PSL's synthetic problems F2 and VLMOP2, with closed-form fronts.
 
 The solvers (scipy's ``linprog``), the hypervolume (pymoo) and the GPs (gpytorch) come
 from the optional ``pareto`` extra (``pip install hyperdnn[pareto]``), imported when used.
@@ -22,6 +23,7 @@ from hyperdnn.methods.pareto.psl import PSLHistory, ParetoSetLearning, log_hyper
 from hyperdnn.methods.pareto.re_problems import RE_PROBLEMS, REProblem, approximate_front, non_dominated_archive, re_problem
 from hyperdnn.methods.pareto.scalarization import linear_scalarization, tchebycheff
 from hyperdnn.methods.pareto.surrogate import GPSurrogate
+from hyperdnn.methods.pareto.synthetic import SYNTHETIC_PROBLEMS, SyntheticProblem, synthetic_problem
 from hyperdnn.methods.pareto.svgd import local_kernel, rbf_bandwidth, stein_loss, svgd_direction
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "PreferenceInput",
     "REProblem",
     "RE_PROBLEMS",
+    "SYNTHETIC_PROBLEMS",
+    "SyntheticProblem",
     "approximate_front",
     "check_simplex",
     "circle_rays",
@@ -54,5 +58,6 @@ __all__ = [
     "sample_dirichlet",
     "stein_loss",
     "svgd_direction",
+    "synthetic_problem",
     "tchebycheff",
 ]
