@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperdnn.errors import ConfigError
+from hyperdnn.errors import ConfigError, ShapeError
 from hyperdnn.factored import Factored
 from hyperdnn.methods.graph import (
     GraphHyperNetwork,
@@ -24,6 +24,18 @@ def test_factored_moments_equal_the_dense_ones():
     w = f.dense()
     torch.testing.assert_close(mean, w.mean())
     torch.testing.assert_close(std, w.std())
+
+
+def test_moments_refuse_what_they_would_get_wrong():
+    a, b = torch.randn(4, 2), torch.randn(3, 2)
+    with pytest.raises(ConfigError, match="dense base"):
+        factored_moments(Factored(a, b, (4, 3), base=torch.full((4, 3), 5.0)))
+    with pytest.raises(ShapeError, match="2-D factors"):
+        factored_moments(Factored(torch.randn(2, 4, 2), torch.randn(2, 3, 2), (4, 3)))
+    with pytest.raises(ShapeError, match="1 entry"):
+        std_normalize(Factored(torch.randn(1, 2), torch.randn(1, 2), (1, 1)), 0.02)
+    with pytest.raises(ShapeError, match="1 entry"):
+        std_normalize(torch.randn(1, 1), 0.02)
 
 
 def test_std_normalize_as_logah_for_dense_and_factored():

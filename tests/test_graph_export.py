@@ -114,6 +114,35 @@ def test_a_module_called_twice_is_two_nodes_the_first_owning_its_parameters():
     assert g.edges == ((0, 1), (1, 2), (2, 3), (3, 4))
 
 
+def test_a_child_called_model_and_tied_parameters_read_outside_modules_match_fx():
+    class Named(nn.Module):  # a child whose name is the name export_graph wraps the model under
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.relu(self.model(x))
+
+    class TiedHead(nn.Module):  # a hand-written tied LM head: the embedding's tensor read by F.linear
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head_w = self.emb.weight
+
+        def forward(self, x):
+            return nn.functional.linear(self.emb(x), self.head_w)
+
+    for model, x in [(Named(), torch.randn(2, 4)), (TiedHead(), torch.randint(10, (2, 3)))]:
+        a, b = graph_of(model), export_graph(model, (x,))
+        assert [(n.kind, n.module, n.params) for n in a.nodes] == [(n.kind, n.module, n.params) for n in b.nodes]
+        assert a.edges == b.edges
+    named = export_graph(Named(), (torch.randn(2, 4),))
+    assert named.kinds == ["input", "linear", "relu", "output"]
+    assert named.nodes[1].params == (("model.weight", (4, 4)), ("model.bias", (4,)))
+    tied = export_graph(TiedHead(), (torch.randint(10, (2, 3)),))
+    assert sum(len(n.params) for n in tied.nodes) == 1  # the one tensor, owned once
+
+
 def test_the_cache_output_is_left_out_and_the_meta_device_works():
     ref = graph_of(gpt2(), example_inputs=ids(), example_kwargs=NO_CACHE)
     meta = graph_of(gpt2("meta"), example_inputs=ids("meta"), example_kwargs=NO_CACHE)

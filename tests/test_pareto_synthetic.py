@@ -145,8 +145,15 @@ def test_bad_input_raises_the_library_errors() -> None:
         p.evaluate(np.array([[-0.1, 0, 0, 0, 0, 0]]))  # x_1 < 0 would make x_1^(theta/2) NaN
     with pytest.raises(ConfigError, match="finite"):
         p.evaluate(np.array([[np.nan, 0, 0, 0, 0, 0]]))
-    with pytest.raises(ConfigError, match=r"within \[-2.0, 2.0\]"):
+    with pytest.raises(ConfigError, match=r"within \[0, 1\] in every variable \(got \[1.5, "):
         synthetic_problem("vlmop2").evaluate_unit(np.full((1, 6), 1.5))
+    with pytest.raises(ShapeError, match="2 values"):
+        p.front_hypervolume((1.1, 1.1, 1.1))
+    # a reference below the front's f1 axis dominates nothing: 0, not a negative volume
+    assert p.front_hypervolume((2.0, -1.0)) == 0.0
+    assert synthetic_problem("vlmop2").front_hypervolume((2.0, 0.0)) == 0.0
+    # problems are compared by identity (their bounds are arrays), not by raising
+    assert synthetic_problem("f2") != synthetic_problem("f2") and len({p, p}) == 1
     with pytest.raises(ConfigError, match="front points"):
         p.pareto_front(1)
 

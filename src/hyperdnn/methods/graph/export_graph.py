@@ -158,6 +158,8 @@ def _from_export(model: nn.Module, exported: Any, leaves: tuple[type, ...]) -> M
     user_inputs = set(sig.user_inputs)
     params = dict(model.named_parameters())
     canonical = {id(p): n for n, p in params.items()}
+    # export gives every name of a tied tensor its own placeholder; named_parameters() keeps only the first.
+    every_name = dict(model.named_parameters(remove_duplicate=False))
     graph = exported.graph
     order = list(graph.nodes)
     output = next(n for n in order if n.op == "output")
@@ -181,9 +183,11 @@ def _from_export(model: nn.Module, exported: Any, leaves: tuple[type, ...]) -> M
     def unit_of(n: fx.Node) -> tuple[str, str] | None:
         """(nn_module_stack key of the call, module path) of the outermost unit module ``n`` was made in."""
         for key, (path, _) in (n.meta.get("nn_module_stack") or {}).items():
-            path = strip(path)
-            if not path or path == _WRAP:
+            # The wrapper's own entries ("" and "model") are tested before the prefix is cut, so a
+            # child of the user's model that is itself called "model" is not mistaken for the wrapper.
+            if not path.startswith(prefix):
                 continue
+            path = path[len(prefix):]
             if path not in is_unit:
                 is_unit[path] = _unit(model.get_submodule(path), leaves)
             if is_unit[path]:
@@ -210,7 +214,7 @@ def _from_export(model: nn.Module, exported: Any, leaves: tuple[type, ...]) -> M
         if a in index:
             return index[a]
         if a.name in param_of and a in live:  # a parameter read outside any unit module: fx's get_attr
-            name = canonical.get(id(params.get(param_of[a.name])), param_of[a.name])
+            name = canonical[id(every_name[param_of[a.name]])]
             key = ("param", name)
             if key not in index:
                 add(key, GraphNode(name.replace(".", "_"), "param", None, ((name, tuple(params[name].shape)),)))

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from hyperdnn.errors import ConfigError, ShapeError
 from hyperdnn.factored import Factored
 
 
@@ -52,8 +53,23 @@ def factored_moments(p: Factored) -> tuple[Tensor, Tensor]:
 
     ``sum W = s (1^T A)(B^T 1)`` and ``sum W^2 = s^2 trace((A^T A)(B^T B))`` for ``W = s A B^T``,
     ``A (out, r)``, ``B (in, r)``; differentiable.
+
+    Raises:
+        ConfigError: ``p`` has a dense ``base`` (its moments are not those of ``s A B^T``).
+        ShapeError: the factors are not 2-D (one weight, not a batch of them), or ``W`` has
+            fewer than 2 entries (no standard deviation).
     """
+    if p.base is not None:
+        raise ConfigError("factored_moments: the Factored value has a dense base W0, and the moments of "
+                          "W0 + s A B^T are not computed here; expected base=None (a GHN's low-rank output); "
+                          "fix: normalise p.dense() instead")
+    if p.a.dim() != 2 or p.b.dim() != 2:
+        raise ShapeError(f"factored_moments: expected 2-D factors A (out, r) and B (in, r) of one weight, got "
+                         f"A {tuple(p.a.shape)} and B {tuple(p.b.shape)}; fix: call it once per weight")
     n = p.a.shape[0] * p.b.shape[0]
+    if n < 2:
+        raise ShapeError(f"factored_moments: a weight of shape {tuple(p.shape)} has {n} entry: no standard "
+                         "deviation; expected at least 2 entries")
     total = p.scale * (p.a.sum(0) * p.b.sum(0)).sum()
     squares = p.scale ** 2 * ((p.a.T @ p.a) * (p.b.T @ p.b)).sum()
     mean = total / n
@@ -71,8 +87,14 @@ def std_normalize(p: Tensor | Factored, std: float) -> Tensor | Factored:
     Args:
         p: the decoder's output for one weight, ``(out, *rest)`` (a tensor or a ``Factored``).
         std: the target standard deviation.
+
+    Raises:
+        ConfigError, ShapeError: as :func:`factored_moments`; a dense weight of fewer than 2 entries.
     """
     if isinstance(p, Factored):
         k = std / (factored_moments(p)[1] + 1e-7)
         return Factored(p.a * k, p.b, p.shape, p.base, p.scale, p.dropout)
+    if p.numel() < 2:
+        raise ShapeError(f"std_normalize: a weight of shape {tuple(p.shape)} has {p.numel()} entry: no standard "
+                         "deviation to rescale; expected at least 2 entries")
     return p * (std / (p.std() + 1e-7))

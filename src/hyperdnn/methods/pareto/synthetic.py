@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hyperdnn.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from pymoo.core.problem import Problem
 
 __all__ = ["SYNTHETIC_PROBLEMS", "SyntheticProblem", "synthetic_problem"]
 
@@ -57,7 +61,7 @@ def _vlmop2(x: np.ndarray) -> np.ndarray:
 _FUNCTIONS = {"f2": _f2, "vlmop2": _vlmop2}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: array fields cannot be compared or hashed as values
 class SyntheticProblem:
     """F2 or VLMOP2: bounds, objectives and the closed-form Pareto front.
 
@@ -96,9 +100,13 @@ class SyntheticProblem:
     def evaluate_unit(self, u: np.ndarray) -> np.ndarray:
         """Objective values of decisions ``u`` ``(n, d)`` in the unit box, mapped linearly onto the bounds (as ``problem.py``)."""
         u = np.asarray(u, dtype=np.float64)
+        if u.ndim == 2 and u.shape[1] == self.dims and not (np.isfinite(u) & (u >= 0.0) & (u <= 1.0)).all():
+            bad = u[~(np.isfinite(u) & (u >= 0.0) & (u <= 1.0)).all(axis=1)][0]
+            raise ConfigError(f"{self.name.upper()}: unit-box decisions must be finite and within [0, 1] in every "
+                              f"variable (got {bad.tolist()}); clip them to [0, 1]")
         return self.evaluate(self.lower + u * (self.upper - self.lower))
 
-    def as_pymoo(self):
+    def as_pymoo(self) -> Problem:
         """The problem on the unit box as a ``pymoo.core.problem.Problem`` (for pymoo's algorithms)."""
         from pymoo.core.problem import Problem
 
@@ -143,7 +151,13 @@ class SyntheticProblem:
         """
         from scipy.integrate import quad
 
-        r1, r2 = (float(v) for v in reference)
+        ref = tuple(float(v) for v in reference)
+        if len(ref) != 2:
+            raise ShapeError(f"{self.name.upper()}: the reference point must have 2 values, one per objective "
+                             f"(got {len(ref)}: {ref})")
+        r1, r2 = ref
+        if r2 <= 0:  # nothing of the front (f2 >= 0) is dominated below the f1 axis
+            return 0.0
         if self.name == "f2":
             end, g = 1.0, lambda a: 1.0 - math.sqrt(a)
         else:
