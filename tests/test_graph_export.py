@@ -60,6 +60,13 @@ def test_gpt2_is_read_with_export_when_fx_cannot_trace_it():
     assert by_module["lm_head"].params == ()  # tied to transformer.wte.weight, owned there
 
 
+def test_leaf_modules_given_as_an_iterator_reach_the_export_path():
+    mlp = transformers.models.gpt2.modeling_gpt2.GPT2MLP
+    as_tuple = graph_of(gpt2(), leaf_modules=(mlp,), example_inputs=ids(), example_kwargs=NO_CACHE)
+    assert {n.module for n in as_tuple.nodes if n.cls == "GPT2MLP"} == {"transformer.h.0.mlp", "transformer.h.1.mlp"}
+    assert graph_of(gpt2(), leaf_modules=iter([mlp]), example_inputs=ids(), example_kwargs=NO_CACHE) == as_tuple
+
+
 def test_gpt2_block_residual_adds_against_a_hand_written_expectation():
     g = graph_of(gpt2(), example_inputs=ids(), example_kwargs=NO_CACHE)
     mod = {n.module: i for i, n in enumerate(g.nodes) if n.module is not None}

@@ -36,7 +36,14 @@ from torch import fx, nn
 
 from hyperdnn.errors import ConfigError, HDTypeError
 
-from .graph import GraphNode, ModelGraph, function_kind, module_kind
+from .graph import (
+    GraphNode,
+    ModelGraph,
+    function_kind,
+    module_kind,
+    owned_params,
+    require_all_owned,
+)
 
 # ATen ops whose names are not in graph.py's table of fx function names.
 _ATEN_KINDS: dict[str, str] = {
@@ -293,20 +300,12 @@ def _ordered(model: nn.Module, nodes: list[GraphNode], edges: set[tuple[int, int
     for old in order:
         node = nodes[old]
         if node.module is not None:
-            # A tied tensor (an LM head sharing the embedding) goes by its first name, as in named_parameters().
-            sub = model.get_submodule(node.module)
-            names = [canonical[id(p)] for _, p in sub.named_parameters()]
-            own = tuple((n, tuple(params[n].shape)) for n in dict.fromkeys(names) if n not in owned)
+            own = owned_params(model.get_submodule(node.module), params, canonical, owned)
             node = GraphNode(node.name, node.kind, node.module, own, node.cls)
         elif node.params:
             node = GraphNode(node.name, node.kind, None, tuple(p for p in node.params if p[0] not in owned))
         owned.update(n for n, _ in node.params)
         out.append(node)
-    missing = [n for n in params if n not in owned]
-    if missing:
-        raise ConfigError(
-            f"export_graph: parameters {missing[:3]} of {type(model).__name__} are used by no node of its exported "
-            "graph (their values never reach the output); the graph hypernetwork could not predict them: "
-            "remove unused parameters or use them in forward"
-        )
+    require_all_owned(model, params, owned, "export_graph",
+                      "its exported graph (their values never reach the output)")
     return ModelGraph(tuple(out), tuple(sorted((new[s], new[d]) for s, d in edges)))

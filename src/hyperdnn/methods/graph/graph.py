@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from hyperdnn.errors import ConfigError, HDTypeError
 
@@ -229,7 +229,8 @@ def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = (), example_inp
     """
     if not isinstance(model, nn.Module):
         raise HDTypeError(f"graph_of: model must be a torch.nn.Module (got {type(model).__name__})")
-    tracer = _PathTracer(tuple(leaf_modules))
+    leaf_modules = tuple(leaf_modules)  # read once: an iterator would be empty for export_graph below
+    tracer = _PathTracer(leaf_modules)
     if tracer.is_leaf_module(model, ""):
         # fx would trace into a lone torch.nn layer (its weight read by get_attr); it is one node here
         # as it is inside any model.
@@ -255,7 +256,7 @@ def graph_of(model: nn.Module, *, leaf_modules: Iterable[type] = (), example_inp
         try:
             return export_graph(model, example_inputs, example_kwargs, leaf_modules=leaf_modules)
         except ConfigError as export_err:
-            raise ConfigError(f"graph_of: {fx_failure}; and {str(export_err)}") from export_err
+            raise ConfigError(f"graph_of: {fx_failure}; and {export_err}") from export_err
     return _from_fx(model, traced)
 
 
@@ -283,6 +284,28 @@ def _shape_nodes(traced: fx.Graph) -> set[fx.Node]:
     return meta
 
 
+def owned_params(sub: nn.Module, params: dict[str, Tensor], canonical: dict[int, str],
+                 owned: set[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``(name, shape)`` of the parameters of module ``sub`` that no earlier node owns.
+
+    A tied tensor (an LM head sharing the embedding) goes by its first name, as in
+    ``named_parameters()``: ``canonical`` maps ``id(tensor)`` to that name.
+    """
+    names = [canonical[id(p)] for _, p in sub.named_parameters()]
+    return tuple((n, tuple(params[n].shape)) for n in dict.fromkeys(names) if n not in owned)
+
+
+def require_all_owned(model: nn.Module, params: dict[str, Tensor], owned: set[str], caller: str,
+                      graph: str) -> None:
+    """Raise ``ConfigError`` when a parameter of ``model`` is owned by no node (the GHN could not predict it)."""
+    missing = [n for n in params if n not in owned]
+    if missing:
+        raise ConfigError(
+            f"{caller}: parameters {missing[:3]} of {type(model).__name__} are used by no node of {graph}; "
+            "the graph hypernetwork could not predict them: remove unused parameters or use them in forward"
+        )
+
+
 def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
     index: dict[fx.Node, int] = {}
     nodes: list[GraphNode] = []
@@ -304,9 +327,7 @@ def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
             module = str(node.target)
             sub = model.get_submodule(module)
             kind, cls = module_kind(sub), type(sub).__name__
-            # A tied tensor (e.g. an LM head sharing the embedding) goes by its first name, as in named_parameters().
-            names = [canonical[id(p)] for _, p in sub.named_parameters()]
-            own = tuple((n, tuple(params[n].shape)) for n in dict.fromkeys(names) if n not in owned)
+            own = owned_params(sub, params, canonical, owned)
         elif node.op == "get_attr":
             kind = "param"
             name = str(node.target)
@@ -324,12 +345,7 @@ def _from_fx(model: nn.Module, traced: fx.Graph) -> ModelGraph:
         for src in node.all_input_nodes:
             if src not in meta:
                 edges.append((index[src], index[node]))
-    missing = [n for n in params if n not in owned]
-    if missing:
-        raise ConfigError(
-            f"graph_of: parameters {missing[:3]} of {type(model).__name__} are used by no node of its traced graph; "
-            "the graph hypernetwork could not predict them: remove unused parameters or use them in forward"
-        )
+    require_all_owned(model, params, owned, "graph_of", "its traced graph")
     return ModelGraph(tuple(nodes), tuple(sorted(set(edges))))
 
 
